@@ -1,0 +1,174 @@
+"""The training configuration: one validated document, every field with a default and a range.
+
+It lives outside the trainer package (and imports no TensorFlow) because the CLI,
+the queue and the server validate jobs at submission, before anything runs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import annotated_types
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+AugmentationPreset = Literal["none", "light", "standard", "strong"]
+ClassWeightMode = Literal["auto", "balanced", "none"]
+OptimizerName = Literal["adam", "sgd"]
+Stage = Literal["conv2", "conv3", "conv4", "conv5"]
+
+# "auto" class weights switch on above this largest/smallest class ratio.
+IMBALANCE_RATIO = 1.5
+
+
+class ConfigError(ValueError):
+    """A config value is wrong; the message names the field, the value and what is allowed."""
+
+
+class TrainConfig(BaseModel):
+    """Every knob of a training run. Unknown keys are refused so a typo is never ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    image_size: int = Field(224, ge=32, le=1024, description="Square input size in pixels.")
+    weights: str = Field(
+        "imagenet",
+        min_length=1,
+        description="'imagenet', 'none' (random init) or a path to a ResNet-50 no-top .h5 file.",
+    )
+    batch_size: int = Field(32, ge=1, le=1024)
+    head_epochs: int = Field(10, ge=0, le=1000, description="Phase 1: base frozen.")
+    fine_tune_epochs: int = Field(10, ge=0, le=1000, description="Phase 2: top stages unfrozen.")
+    fine_tune_from: Stage = Field(
+        "conv5", description="First ResNet stage unfrozen in phase 2 (conv5 = the top stage)."
+    )
+    optimizer: OptimizerName = "adam"
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD momentum.")
+    learning_rate: float = Field(1e-3, gt=0.0, le=1.0, description="Phase 1 learning rate.")
+    fine_tune_learning_rate: float = Field(
+        1e-5, gt=0.0, le=1.0, description="Phase 2 peak learning rate (cosine decay)."
+    )
+    dropout: float = Field(0.2, ge=0.0, le=0.9)
+    l2: float = Field(1e-4, ge=0.0, le=1.0, description="L2 penalty on the head's kernels.")
+    hidden_units: int = Field(0, ge=0, le=4096, description="0 = no hidden layer in the head.")
+    label_smoothing: float = Field(0.1, ge=0.0, le=0.5)
+    augmentation: AugmentationPreset = "standard"
+    class_weight: ClassWeightMode = Field(
+        "auto", description=f"'auto' = balanced when largest/smallest class > {IMBALANCE_RATIO}."
+    )
+    val_fraction: float = Field(0.15, ge=0.05, le=0.5)
+    test_fraction: float = Field(0.15, ge=0.05, le=0.5)
+    seed: int = Field(42, ge=0, le=2**31 - 1)
+    early_stopping_patience: int = Field(
+        3, ge=0, le=1000, description="Epochs without val-loss improvement; 0 disables."
+    )
+    top_k: int = Field(5, ge=1, le=100, description="k of the top-k accuracy metric.")
+    cache_features: bool = Field(
+        True, description="Phase 1 trains on cached base features when augmentation is 'none'."
+    )
+    cache_images_mb: int = Field(
+        1024, ge=0, le=262144, description="Keep preprocessed images in memory up to this size."
+    )
+    parity_samples: int = Field(8, ge=1, le=256, description="Held-out images for parity.")
+
+    @field_validator("weights")
+    @classmethod
+    def _weights_form(cls, value: str) -> str:
+        if value in ("imagenet", "none"):
+            return value
+        if not value.endswith(".h5"):
+            raise ValueError("must be 'imagenet', 'none' or a path to a .h5 weights file")
+        return value
+
+    def model_post_init(self, __context: Any) -> None:
+        if self.val_fraction + self.test_fraction >= 0.8:
+            raise ValueError(
+                "val_fraction + test_fraction must stay below 0.8 so training keeps most images "
+                f"(got {self.val_fraction} + {self.test_fraction})"
+            )
+
+
+def _allowed(field_name: str) -> str:
+    """Describe a field's allowed values from its declared constraints."""
+    field = TrainConfig.model_fields.get(field_name)
+    if field is None:
+        return f"known fields: {', '.join(sorted(TrainConfig.model_fields))}"
+    choices = get_args(field.annotation)
+    if choices and all(isinstance(c, str) for c in choices):
+        return "allowed: " + ", ".join(repr(c) for c in choices)
+    low = high = None
+    for item in field.metadata:
+        if isinstance(item, annotated_types.Ge | annotated_types.Gt):
+            low = f"{'>=' if isinstance(item, annotated_types.Ge) else '>'} {_num(item)}"
+        if isinstance(item, annotated_types.Le | annotated_types.Lt):
+            high = f"{'<=' if isinstance(item, annotated_types.Le) else '<'} {_num(item)}"
+    parts = [p for p in (low, high) if p]
+    kind = getattr(field.annotation, "__name__", "value")
+    return f"allowed: {kind} {' and '.join(parts)}" if parts else f"expected {kind}"
+
+
+def _num(item: Any) -> Any:
+    for attr in ("ge", "gt", "le", "lt"):
+        if hasattr(item, attr):
+            return getattr(item, attr)
+    return item
+
+
+def format_validation_error(exc: ValidationError, where: str = "config") -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(document)"
+        field_name = str(err["loc"][0]) if err["loc"] else ""
+        message = err["msg"]
+        if err["type"] == "extra_forbidden":
+            message = "unknown field"
+        elif message.startswith("Value error, "):
+            message = message[len("Value error, ") :]
+        got = f"; got {err['input']!r}" if "input" in err and err["type"] != "missing" else ""
+        allowed = f" ({_allowed(field_name)})" if field_name else ""
+        lines.append(f"{where} field '{loc}': {message}{got}{allowed}")
+    return "\n".join(lines)
+
+
+def parse_config(document: dict[str, Any] | None = None, **overrides: Any) -> TrainConfig:
+    """Build a TrainConfig, turning pydantic's errors into one readable ConfigError."""
+    data = dict(document or {})
+    data.update(overrides)
+    try:
+        return TrainConfig(**data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc)) from None
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a JSON or YAML config document (YAML is a superset, but JSON errors read better)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"config file {path} is not valid JSON/YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of field: value")
+    return data
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """`--set key=value` pairs; values are read as YAML scalars so numbers and booleans work."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key=value, got {pair!r}")
+        try:
+            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else raw
+        except yaml.YAMLError:
+            out[key.strip()] = raw
+    return out

@@ -1,0 +1,40 @@
+"""Names shared by the trainer, the server and the clients.
+
+Signature names, tensor keys, file names and metric names live here and nowhere
+else, so the two sides of the artifact contract cannot drift apart. This module
+must stay free of heavy imports (no TensorFlow): the server, the CLI and the
+client import it.
+"""
+
+from typing import Final
+
+# Signatures of every exported SavedModel.
+SERVING_DEFAULT: Final = "serving_default"
+PREPROCESS: Final = "preprocess"
+PREDICT_IMAGES: Final = "predict_images"
+SIGNATURES: Final = (SERVING_DEFAULT, PREPROCESS, PREDICT_IMAGES)
+
+# Tensor keys.
+INPUT_IMAGE_BYTES: Final = "image_bytes"  # string [batch] (serving_default) or scalar (preprocess)
+INPUT_IMAGES: Final = "images"  # float32 [batch, H, W, 3], already preprocessed
+OUTPUT_IMAGE: Final = "image"  # float32 [H, W, 3]
+OUTPUT_PROBABILITIES: Final = "probabilities"  # float32 [batch, classes]
+OUTPUT_CLASSES: Final = "classes"  # int64 [batch]
+OUTPUT_LABELS: Final = "labels"  # string [batch]
+
+# Files inside MODEL_DIR/<name>/<version>/.
+LABELS_FILE: Final = "assets/labels.txt"
+WARMUP_FILE: Final = "assets.extra/tf_serving_warmup_requests"
+MODEL_CARD_FILE: Final = "model_card.json"
+REPORT_DIR: Final = "report"
+GOLDEN_DIR: Final = "golden"
+GOLDEN_MANIFEST: Final = "golden/manifest.json"
+
+# Files inside MODEL_DIR/<name>/.
+MODEL_LABELS_FILE: Final = "labels.json"  # {"stable": 3, "canary": 4}
+
+# Parity: the served path must equal the training path this closely.
+PARITY_TOLERANCE: Final = 1e-5
+
+# The ImageNet means ResNet-50's preprocess_input subtracts, in BGR order.
+IMAGENET_BGR_MEANS: Final = (103.939, 116.779, 123.68)

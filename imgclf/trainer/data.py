@@ -1,0 +1,281 @@
+"""Finding the labelled images, checking them, and splitting them reproducibly.
+
+Three input forms:
+  DIR/<class>/<image>                        split here (stratified, seeded)
+  DIR/train/<class>/... [val/, test/]        used as given; a missing split is carved from train
+  manifest.csv with rows `path,label`        paths relative to the CSV's folder
+
+No TensorFlow here: decoding happens in `preprocessing`, which `scan_images` calls,
+so the one function that training uses is also the one that decides which files
+are usable.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import random
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from imgclf.config import IMBALANCE_RATIO
+
+SPLITS = ("train", "val", "test")
+
+
+class DataError(ValueError):
+    """The data cannot be trained on; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: Path
+    label: str
+
+
+@dataclass
+class Skipped:
+    path: str
+    reason: str
+
+
+@dataclass
+class Dataset:
+    """The usable images of a run, split, with what was skipped and why."""
+
+    root: Path
+    classes: list[str]
+    splits: dict[str, list[Sample]]
+    skipped: list[Skipped] = field(default_factory=list)
+    fingerprint: str = ""
+    source: str = "folders"
+    warnings: list[str] = field(default_factory=list)
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        return {
+            split: dict(sorted(Counter(s.label for s in samples).items()))
+            for split, samples in self.splits.items()
+        }
+
+    def summary(self) -> dict:
+        return {
+            "root": str(self.root),
+            "source": self.source,
+            "classes": self.classes,
+            "counts": self.counts(),
+            "total": sum(len(s) for s in self.splits.values()),
+            "skipped": len(self.skipped),
+            "skipped_files": [{"path": s.path, "reason": s.reason} for s in self.skipped],
+            "fingerprint": self.fingerprint,
+            "warnings": self.warnings,
+        }
+
+    def relative(self, sample: Sample) -> str:
+        try:
+            return sample.path.relative_to(self.root).as_posix()
+        except ValueError:
+            return str(sample.path)
+
+    def split_manifest(self) -> dict[str, list[list[str]]]:
+        """The file list of each split, saved with the run so it can be reproduced."""
+        return {
+            split: [[self.relative(s), s.label] for s in samples]
+            for split, samples in self.splits.items()
+        }
+
+    def write_splits(self, path: Path) -> None:
+        payload = {"root": str(self.root), "classes": self.classes, **self.split_manifest()}
+        path.write_text(json.dumps(payload, indent=1), encoding="utf-8")
+
+
+def _class_dirs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _files_under(folder: Path) -> list[Path]:
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
+
+
+def _collect_folders(folder: Path) -> list[Sample]:
+    samples = []
+    for class_dir in _class_dirs(folder):
+        samples.extend(Sample(path, class_dir.name) for path in _files_under(class_dir))
+    return samples
+
+
+def _collect_csv(manifest: Path) -> list[Sample]:
+    base = manifest.parent
+    samples = []
+    with manifest.open(newline="", encoding="utf-8") as handle:
+        for lineno, row in enumerate(csv.reader(handle), start=1):
+            if not row or all(not cell.strip() for cell in row):
+                continue
+            if lineno == 1 and [c.strip().lower() for c in row[:2]] == ["path", "label"]:
+                continue
+            if len(row) < 2 or not row[0].strip() or not row[1].strip():
+                raise DataError(f"{manifest}:{lineno}: expected 'path,label', got {row!r}")
+            path = Path(row[0].strip())
+            samples.append(Sample(path if path.is_absolute() else base / path, row[1].strip()))
+    return samples
+
+
+def fingerprint(paths: Iterable[Path], root: Path) -> str:
+    """A hash of relative paths and sizes: cheap, and changes when files are added or replaced."""
+    digest = hashlib.sha256()
+    for path in sorted(paths):
+        try:
+            rel = path.relative_to(root).as_posix()
+        except ValueError:
+            rel = str(path)
+        size = path.stat().st_size if path.exists() else -1
+        digest.update(f"{rel}\t{size}\n".encode())
+    return digest.hexdigest()
+
+
+def stratified_split(
+    samples: list[Sample], fractions: dict[str, float], seed: int
+) -> dict[str, list[Sample]]:
+    """Split each class separately so every split keeps the class proportions.
+
+    Every split with a positive fraction gets at least one image of every class,
+    and `train` keeps the rest; `check_class_sizes` guarantees there are enough.
+    """
+    rng = random.Random(seed)
+    by_class: dict[str, list[Sample]] = {}
+    for sample in sorted(samples, key=lambda s: (s.label, str(s.path))):
+        by_class.setdefault(sample.label, []).append(sample)
+    out: dict[str, list[Sample]] = {"train": [], **{name: [] for name in fractions}}
+    for label in sorted(by_class):
+        items = by_class[label][:]
+        rng.shuffle(items)
+        start = 0
+        for name, fraction in fractions.items():
+            count = max(1, round(len(items) * fraction)) if fraction > 0 else 0
+            out[name].extend(items[start : start + count])
+            start += count
+        out["train"].extend(items[start:])
+    return out
+
+
+def check_class_sizes(samples: list[Sample], held_out: int) -> None:
+    need = held_out + 1
+    counts = Counter(s.label for s in samples)
+    small = {label: n for label, n in counts.items() if n < need}
+    if small:
+        listing = ", ".join(f"{label!r} has {n}" for label, n in sorted(small.items()))
+        raise DataError(
+            f"too few images to split: {listing}; each class needs at least {need} usable "
+            "images (one per split). Add images or remove the class."
+        )
+
+
+def _check_classes(classes: list[str], where: str) -> None:
+    if not classes:
+        raise DataError(f"no images found in {where}: expected one sub-folder of images per class")
+    if len(classes) < 2:
+        raise DataError(
+            f"only one class ({classes[0]!r}) found in {where}: a classifier needs at least 2"
+        )
+
+
+def load_dataset(
+    data: str | Path,
+    *,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    is_image: Callable[[Path], str | None],
+) -> Dataset:
+    """Discover, check and split the data before any training starts.
+
+    `is_image(path)` returns None for a usable image or the reason it is not; it is
+    the trainer's own decoder, so a file accepted here cannot fail later.
+    """
+    root = Path(data).expanduser()
+    if not root.exists():
+        raise DataError(f"data path {root} does not exist")
+    if root.is_file():
+        if root.suffix.lower() != ".csv":
+            raise DataError(f"data path {root} is a file but not a .csv manifest")
+        given = {"train": _collect_csv(root)}
+        source, base = "csv", root.parent
+    else:
+        split_dirs = {name: root / name for name in SPLITS if (root / name).is_dir()}
+        if "train" in split_dirs:
+            given = {name: _collect_folders(path) for name, path in split_dirs.items()}
+            source = "split-folders"
+        else:
+            given = {"train": _collect_folders(root)}
+            source = "folders"
+        base = root
+
+    all_paths = [s.path for samples in given.values() for s in samples]
+    usable: dict[str, list[Sample]] = {}
+    skipped: list[Skipped] = []
+    for split, samples in given.items():
+        usable[split] = []
+        for sample in samples:
+            reason = "file not found" if not sample.path.is_file() else is_image(sample.path)
+            if reason is None:
+                usable[split].append(sample)
+            else:
+                try:
+                    rel = sample.path.relative_to(base).as_posix()
+                except ValueError:
+                    rel = str(sample.path)
+                skipped.append(Skipped(rel, reason))
+
+    classes = sorted({s.label for s in usable["train"]})
+    _check_classes(classes, str(root))
+    for split in ("val", "test"):
+        extra = sorted({s.label for s in usable.get(split, [])} - set(classes))
+        if extra:
+            raise DataError(f"{split}/ has classes that train/ lacks: {', '.join(extra)}")
+
+    fractions = {
+        name: fraction
+        for name, fraction in (("val", val_fraction), ("test", test_fraction))
+        if name not in usable
+    }
+    check_class_sizes(usable["train"], held_out=len(fractions))
+    carved = stratified_split(usable["train"], fractions, seed)
+    splits = {name: usable.get(name) or carved.get(name, []) for name in SPLITS}
+    splits["train"] = carved["train"]
+    dataset = Dataset(
+        root=base,
+        classes=classes,
+        splits=splits,
+        skipped=skipped,
+        fingerprint=fingerprint(all_paths, base),
+        source=source,
+    )
+    counts = Counter(s.label for s in splits["train"])
+    ratio = max(counts.values()) / max(1, min(counts.values()))
+    if ratio > IMBALANCE_RATIO:
+        dataset.warnings.append(
+            f"classes are imbalanced: the largest training class has {ratio:.1f}x the images "
+            f"of the smallest ({dict(sorted(counts.items()))})"
+        )
+    if skipped:
+        dataset.warnings.append(f"{len(skipped)} file(s) skipped as unreadable or not images")
+    return dataset
+
+
+def class_weights(dataset: Dataset, mode: str) -> dict[int, float] | None:
+    """'balanced' weights n_samples / (n_classes * n_class); 'auto' only past IMBALANCE_RATIO."""
+    counts = Counter(s.label for s in dataset.splits["train"])
+    if mode == "none":
+        return None
+    ratio = max(counts.values()) / max(1, min(counts.values()))
+    if mode == "auto" and ratio <= IMBALANCE_RATIO:
+        return None
+    total = sum(counts.values())
+    k = len(dataset.classes)
+    return {i: total / (k * counts[label]) for i, label in enumerate(dataset.classes)}

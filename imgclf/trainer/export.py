@@ -1,0 +1,185 @@
+"""Export to a TensorFlow-Serving-layout SavedModel, with the parity check that guards it.
+
+The SavedModel's three signatures wrap the trained Keras model and the very
+preprocessing function object the training pipeline used:
+
+  serving_default(image_bytes: string [batch]) -> probabilities, classes, labels
+  preprocess(image_bytes: string [])           -> image float32 [H, W, 3]
+  predict_images(images: float32 [batch,H,W,3]) -> probabilities, classes, labels
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+from imgclf import contract
+
+
+def build_signatures(
+    model: keras.Model,
+    preprocess: tf.types.experimental.PolymorphicFunction,
+    classes: Sequence[str],
+    image_size: int,
+) -> dict[str, tf.types.experimental.PolymorphicFunction]:
+    labels = tf.constant(list(classes), dtype=tf.string)
+
+    def outputs(probabilities: tf.Tensor) -> dict[str, tf.Tensor]:
+        index = tf.argmax(probabilities, axis=-1, output_type=tf.int64)
+        return {
+            contract.OUTPUT_PROBABILITIES: probabilities,
+            contract.OUTPUT_CLASSES: index,
+            contract.OUTPUT_LABELS: tf.gather(labels, index),
+        }
+
+    image_spec = tf.TensorSpec([image_size, image_size, 3], tf.float32)
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None, image_size, image_size, 3], tf.float32, name=contract.INPUT_IMAGES)
+        ]
+    )
+    def predict_images(images: tf.Tensor) -> dict[str, tf.Tensor]:
+        return outputs(tf.cast(model(images, training=False), tf.float32))
+
+    @tf.function(
+        input_signature=[tf.TensorSpec([None], tf.string, name=contract.INPUT_IMAGE_BYTES)]
+    )
+    def serving_default(image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
+        images = tf.map_fn(preprocess, image_bytes, fn_output_signature=image_spec)
+        return outputs(tf.cast(model(images, training=False), tf.float32))
+
+    @tf.function(input_signature=[tf.TensorSpec([], tf.string, name=contract.INPUT_IMAGE_BYTES)])
+    def preprocess_signature(image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {contract.OUTPUT_IMAGE: preprocess(image_bytes)}
+
+    return {
+        contract.SERVING_DEFAULT: serving_default,
+        contract.PREPROCESS: preprocess_signature,
+        contract.PREDICT_IMAGES: predict_images,
+    }
+
+
+def write_savedmodel(
+    path: Path,
+    model: keras.Model,
+    preprocess: tf.types.experimental.PolymorphicFunction,
+    classes: Sequence[str],
+    image_size: int,
+) -> None:
+    """A plain SavedModel (loadable by tf.saved_model.load and TF Serving) plus labels.txt."""
+    archive = keras.export.ExportArchive()
+    # No archive.track(model): the endpoints already capture every variable they use,
+    # and tracking the model as well stores each weight twice (twice the artifact size).
+    for name, fn in build_signatures(model, preprocess, classes, image_size).items():
+        archive.add_endpoint(name, fn)
+    archive.write_out(str(path), verbose=False)
+    labels_file = path / contract.LABELS_FILE
+    labels_file.parent.mkdir(parents=True, exist_ok=True)
+    labels_file.write_text("".join(f"{c}\n" for c in classes), encoding="utf-8")
+
+
+def write_warmup(path: Path, model_name: str, images: Sequence[bytes]) -> None:
+    """TF Serving's warmup format: a TFRecord of PredictionLog protos for serving_default."""
+    target = path / contract.WARMUP_FILE
+    target.parent.mkdir(parents=True, exist_ok=True)
+    batches = [[b] for b in images[:4]] + ([list(images)] if len(images) > 1 else [])
+    with tf.io.TFRecordWriter(str(target)) as writer:
+        for batch in batches:
+            request = predict_pb2.PredictRequest(
+                model_spec=model_pb2.ModelSpec(
+                    name=model_name, signature_name=contract.SERVING_DEFAULT
+                )
+            )
+            request.inputs[contract.INPUT_IMAGE_BYTES].CopyFrom(
+                tf.make_tensor_proto(batch, dtype=tf.string)
+            )
+            log = prediction_log_pb2.PredictionLog(
+                predict_log=prediction_log_pb2.PredictLog(request=request)
+            )
+            writer.write(log.SerializeToString())
+
+
+def write_golden(
+    path: Path, images: Sequence[bytes], sources: Sequence[str], probabilities: np.ndarray
+) -> None:
+    """Golden inputs with the training path's outputs, so any server can replay them on load."""
+    folder = path / contract.GOLDEN_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for i, (data, source) in enumerate(zip(images, sources, strict=True)):
+        name = f"{i:04d}.img"
+        (folder / name).write_bytes(data)
+        entries.append(
+            {
+                "file": f"{contract.GOLDEN_DIR}/{name}",
+                "source": source,
+                "probabilities": [float(p) for p in probabilities[i]],
+            }
+        )
+    manifest = {"tolerance": contract.PARITY_TOLERANCE, "inputs": entries}
+    (path / contract.GOLDEN_MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+
+
+def parity_check(
+    export_dir: Path,
+    images: Sequence[bytes],
+    training_path_probabilities: np.ndarray,
+    training_path_images: np.ndarray,
+) -> dict:
+    """Reload the export from disk and compare the served path with the training path.
+
+    The served path is `serving_default` on the raw file bytes; the training path is
+    the tf.data evaluation pipeline followed by the Keras model.
+    """
+    loaded = tf.saved_model.load(str(export_dir))
+    missing = [s for s in contract.SIGNATURES if s not in loaded.signatures]
+    if missing:
+        return {
+            "passed": False,
+            "reason": f"missing signatures {missing}",
+            "max_abs_diff": 1.0,
+            "samples": len(images),
+            "tolerance": contract.PARITY_TOLERANCE,
+        }
+    served = loaded.signatures[contract.SERVING_DEFAULT](
+        **{contract.INPUT_IMAGE_BYTES: tf.constant(list(images))}
+    )[contract.OUTPUT_PROBABILITIES].numpy()
+    pre = np.stack(
+        [
+            loaded.signatures[contract.PREPROCESS](**{contract.INPUT_IMAGE_BYTES: tf.constant(b)})[
+                contract.OUTPUT_IMAGE
+            ].numpy()
+            for b in images
+        ]
+    )
+    diff = float(np.max(np.abs(served - training_path_probabilities)))
+    pre_diff = float(np.max(np.abs(pre - training_path_images)))
+    passed = diff <= contract.PARITY_TOLERANCE and pre_diff <= contract.PARITY_TOLERANCE
+    return {
+        "passed": passed,
+        "max_abs_diff": diff,
+        "preprocess_max_abs_diff": pre_diff,
+        "samples": len(images),
+        "tolerance": contract.PARITY_TOLERANCE,
+        "reason": "" if passed else "served outputs differ from the training pipeline",
+    }
+
+
+def directory_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def copy_into(src: Path, dst: Path) -> None:
+    if src.is_dir():
+        shutil.copytree(src, dst, dirs_exist_ok=True)
+    elif src.exists():
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dst)

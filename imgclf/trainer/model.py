@@ -1,0 +1,170 @@
+"""ResNet-50 with a small head, and the freezing rules of the two training phases.
+
+The base is always called with `training=False`, so its BatchNormalization layers
+use their moving statistics in both phases (Keras 3 semantics); in phase 2 they
+also stay non-trainable. The head is GlobalAveragePooling -> Dropout -> Dense:
+about 2048 x classes weights instead of the hundreds of millions of a Flatten head.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+
+IMAGENET_NOTOP_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+IMAGENET_NOTOP_URL = (
+    "https://storage.googleapis.com/tensorflow/keras-applications/resnet/" + IMAGENET_NOTOP_FILE
+)
+IMAGENET_NOTOP_HASH = "4d473c1dd8becc155b73f8504c6f6626"
+FEATURE_DIM = 2048
+STAGES = ("conv1", "conv2", "conv3", "conv4", "conv5")
+_DOWNLOAD_TIMEOUT_S = 20.0
+
+
+class WeightsUnavailableError(RuntimeError):
+    """Pretrained weights could not be found or fetched; the message says where to put them."""
+
+
+@dataclass
+class Classifier:
+    """The trainable model plus handles on its parts, which share the same layers."""
+
+    model: keras.Model  # images [batch, H, W, 3] float32 -> probabilities [batch, classes]
+    base: keras.Model  # ResNet-50 without top
+    head: keras.Model  # pooled features [batch, 2048] -> probabilities
+    features: keras.Model  # images -> pooled features [batch, 2048]
+
+
+def keras_cache_dir(keras_home: str | Path | None = None) -> Path:
+    """Where Keras keeps downloaded weights: $KERAS_HOME/models, default ~/.keras/models."""
+    home = Path(keras_home).expanduser() if keras_home else Path("~/.keras").expanduser()
+    return home / "models"
+
+
+def resolve_weights(weights: str, keras_home: str | Path | None = None) -> str | None:
+    """Return a local weights file for `weights` ('imagenet', 'none' or a path), or None.
+
+    Offline, 'imagenet' fails after one short try with a message that names the
+    file to place in the Keras cache, instead of hanging or failing deep in Keras.
+    """
+    if weights == "none":
+        return None
+    if weights != "imagenet":
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise WeightsUnavailableError(
+                f"weights file {path} does not exist; set weights to 'imagenet', 'none', or the "
+                f"path of a ResNet-50 no-top .h5 file such as {IMAGENET_NOTOP_FILE}"
+            )
+        return str(path)
+    cached = keras_cache_dir(keras_home) / IMAGENET_NOTOP_FILE
+    if cached.is_file():
+        return str(cached)
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(_DOWNLOAD_TIMEOUT_S)
+    try:
+        return keras.utils.get_file(
+            IMAGENET_NOTOP_FILE,
+            IMAGENET_NOTOP_URL,
+            cache_subdir="models",
+            file_hash=IMAGENET_NOTOP_HASH,
+            cache_dir=str(keras_cache_dir(keras_home).parent),
+        )
+    except Exception as exc:  # urllib, socket and hash errors all mean "not available"
+        raise WeightsUnavailableError(
+            f"ImageNet weights are not available offline ({type(exc).__name__}: {exc}). "
+            f"Download {IMAGENET_NOTOP_URL} on a connected machine and place it at {cached} "
+            f"(the Keras cache, $KERAS_HOME/models), or set weights to a local .h5 path, or "
+            f"weights=none to train from scratch (much lower accuracy)."
+        ) from None
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def build_classifier(
+    num_classes: int,
+    *,
+    image_size: int,
+    weights: str,
+    dropout: float,
+    l2: float,
+    hidden_units: int = 0,
+    keras_home: str | Path | None = None,
+) -> Classifier:
+    """ResNet-50 (no top) + GlobalAveragePooling + head; softmax outputs in float32."""
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+    if image_size < 32:
+        raise ValueError(f"image_size must be >= 32 (ResNet-50's minimum), got {image_size}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    weights_file = resolve_weights(weights, keras_home)
+    base = keras.applications.ResNet50(
+        include_top=False, weights=None, input_shape=(image_size, image_size, 3)
+    )
+    if weights_file is not None:
+        try:
+            base.load_weights(weights_file)
+        except Exception as exc:
+            raise WeightsUnavailableError(
+                f"could not load ResNet-50 no-top weights from {weights_file}: {exc}"
+            ) from None
+    regularizer = keras.regularizers.L2(l2) if l2 > 0 else None
+    head_layers: list[keras.layers.Layer] = [keras.Input((FEATURE_DIM,), name="features")]
+    if hidden_units:
+        head_layers += [
+            keras.layers.Dropout(dropout, name="hidden_dropout"),
+            keras.layers.Dense(
+                hidden_units, activation="relu", kernel_regularizer=regularizer, name="hidden"
+            ),
+        ]
+    head_layers += [
+        keras.layers.Dropout(dropout, name="dropout"),
+        keras.layers.Dense(
+            num_classes,
+            activation="softmax",
+            kernel_regularizer=regularizer,
+            dtype="float32",
+            name="probabilities",
+        ),
+    ]
+    head = keras.Sequential(head_layers, name="head")
+    images = keras.Input((image_size, image_size, 3), name="images")
+    pooled = keras.layers.GlobalAveragePooling2D(name="avg_pool")(base(images, training=False))
+    model = keras.Model(images, head(pooled), name="imgclf_resnet50")
+    features = keras.Model(images, pooled, name="resnet50_features")
+    return Classifier(model=model, base=base, head=head, features=features)
+
+
+def stage_of(layer_name: str) -> str | None:
+    for stage in STAGES:
+        if layer_name.startswith(stage + "_") or layer_name == stage:
+            return stage
+    return None
+
+
+def freeze_base(classifier: Classifier) -> None:
+    """Phase 1: only the head learns."""
+    classifier.base.trainable = False
+    classifier.head.trainable = True
+
+
+def unfreeze_top(classifier: Classifier, fine_tune_from: str) -> int:
+    """Phase 2: stages from `fine_tune_from` upwards learn; every BatchNormalization stays frozen.
+
+    Returns the number of trainable base weights. Callers must recompile afterwards
+    (Keras 3 reads `trainable` at compile time).
+    """
+    if fine_tune_from not in STAGES[1:]:
+        raise ValueError(f"fine_tune_from must be one of {STAGES[1:]}, got {fine_tune_from!r}")
+    first = STAGES.index(fine_tune_from)
+    classifier.base.trainable = True
+    for layer in classifier.base.layers:
+        stage = stage_of(layer.name)
+        unfrozen = stage is not None and STAGES.index(stage) >= first
+        layer.trainable = unfrozen and not isinstance(layer, keras.layers.BatchNormalization)
+    classifier.head.trainable = True
+    return len(classifier.base.trainable_weights)

@@ -1,0 +1,74 @@
+"""tf.data input pipelines built around the one preprocessing function.
+
+Training branch:   shuffle -> read -> preprocess -> [cache] -> batch -> augment -> prefetch
+Evaluation branch: read -> preprocess -> [cache] -> batch -> prefetch
+(evaluation keeps file order and is never augmented)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import tensorflow as tf
+
+from imgclf.trainer.data import Sample
+
+_FLOAT_BYTES = 4
+
+
+def _fits_cache(count: int, image_size: int, budget_mb: int) -> bool:
+    return count * image_size * image_size * 3 * _FLOAT_BYTES <= budget_mb * 1024 * 1024
+
+
+def make_dataset(
+    samples: Sequence[Sample],
+    classes: Sequence[str],
+    preprocess: Callable[[tf.Tensor], tf.Tensor],
+    *,
+    image_size: int,
+    batch_size: int,
+    training: bool,
+    augment: Callable[[tf.Tensor], tf.Tensor] | None = None,
+    seed: int = 0,
+    cache_mb: int = 0,
+) -> tf.data.Dataset:
+    """Yield (images float32 [b, H, W, 3], one-hot float32 [b, classes]) batches.
+
+    `augment` is only accepted with `training=True`: evaluation data must reach
+    the model exactly as the exported `preprocess` signature produces it.
+    """
+    if augment is not None and not training:
+        raise ValueError("augmentation is only allowed on the training branch")
+    if not samples:
+        raise ValueError("cannot build a dataset from zero samples")
+    index = {label: i for i, label in enumerate(classes)}
+    paths = [str(s.path) for s in samples]
+    labels = [index[s.label] for s in samples]
+    depth = len(classes)
+    cache = cache_mb > 0 and _fits_cache(len(samples), image_size, cache_mb)
+
+    ds = tf.data.Dataset.from_tensor_slices((paths, labels))
+    if training and not cache:
+        ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+
+    def load(path: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        return preprocess(tf.io.read_file(path)), tf.one_hot(label, depth, dtype=tf.float32)
+
+    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if cache:
+        ds = ds.cache()
+        if training:
+            ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    if augment is not None:
+        ds = ds.map(lambda x, y: (augment(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def images_only(ds: tf.data.Dataset) -> tf.data.Dataset:
+    return ds.map(lambda x, _y: x)
+
+
+def label_indices(samples: Sequence[Sample], classes: Sequence[str]) -> list[int]:
+    index = {label: i for i, label in enumerate(classes)}
+    return [index[s.label] for s in samples]

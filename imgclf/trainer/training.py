@@ -1,0 +1,352 @@
+"""The two-phase fine-tuning loop with per-epoch checkpoints, early stopping and hooks.
+
+Phase 1 trains the head on a frozen base (on cached base features when there is
+no augmentation, which makes an epoch nearly free). Phase 2 unfreezes the top
+stages, keeps BatchNormalization frozen and recompiles at a low, cosine-decayed
+learning rate. Early stopping watches validation loss across both phases and the
+best weights seen are restored at the end.
+
+Everything needed to resume is written after every epoch to `checkpoints/`:
+weights of the last and the best epoch and a JSON state (phase, epoch, history,
+early-stopping counters). Optimizer moments restart on resume; the learning-rate
+schedule continues from the saved step.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from imgclf.config import TrainConfig
+from imgclf.trainer.model import Classifier, freeze_base, unfreeze_top
+
+_PROGRESS_INTERVAL_S = 1.0
+
+
+class Cancelled(Exception):
+    """The run was asked to stop; nothing is published."""
+
+
+@dataclass
+class Hooks:
+    """How a caller (CLI, queue worker) watches and stops a run. Both are optional."""
+
+    on_progress: Callable[[dict], None] | None = None
+    should_stop: Callable[[], bool] | None = None
+
+
+@dataclass
+class RunState:
+    phase: int = 1  # phase in progress (3 = both done)
+    epoch: int = 0  # epochs finished in that phase
+    step: int = 0  # optimizer steps finished in that phase (for the LR schedule)
+    best_val_loss: float = math.inf
+    best_epoch: int = -1  # index into history
+    wait: int = 0
+    history: list[dict] = field(default_factory=list)
+    phase_seconds: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path) -> RunState:
+        if not path.is_file():
+            return cls()
+        data = json.loads(path.read_text(encoding="utf-8"))
+        data["best_val_loss"] = (
+            math.inf if data.get("best_val_loss") is None else data["best_val_loss"]
+        )
+        return cls(**data)
+
+    def save(self, path: Path) -> None:
+        data = asdict(self)
+        data["best_val_loss"] = None if math.isinf(self.best_val_loss) else self.best_val_loss
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
+        os.replace(tmp, path)
+
+
+@dataclass
+class PhaseData:
+    """What one phase trains on: datasets, steps per epoch, and the model that fits them."""
+
+    train: tf.data.Dataset
+    val: tf.data.Dataset
+    steps: int
+
+
+class Checkpoints:
+    """Files that let an interrupted run resume from its last finished epoch."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.state_path = self.dir / "state.json"
+        self.last = self.dir / "last.weights.h5"
+        self.best = self.dir / "best.weights.h5"
+
+    def save_weights(self, model: keras.Model, path: Path) -> None:
+        tmp = path.with_name("tmp-" + path.name)
+        model.save_weights(tmp)
+        os.replace(tmp, path)
+
+
+class _EpochCallback(keras.callbacks.Callback):
+    """Checkpoint, early-stop, report progress and honour cancellation at batch boundaries."""
+
+    def __init__(
+        self,
+        *,
+        full_model: keras.Model,
+        checkpoints: Checkpoints,
+        state: RunState,
+        phase: int,
+        epochs: int,
+        steps: int,
+        later_steps: int,
+        patience: int,
+        hooks: Hooks,
+    ) -> None:
+        super().__init__()
+        self.full_model = full_model
+        self.checkpoints = checkpoints
+        self.state = state
+        self.phase = phase
+        self.epochs = epochs
+        self.steps = steps
+        self.later_steps = later_steps
+        self.patience = patience
+        self.hooks = hooks
+        self._epoch_start = time.monotonic()
+        self._last_report = 0.0
+        self._step_times: list[float] = []
+        self._batch_start = time.monotonic()
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._epoch = epoch
+        self._epoch_start = time.monotonic()
+        self._batch_start = self._epoch_start
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        now = time.monotonic()
+        self._step_times.append(now - self._batch_start)
+        self._step_times = self._step_times[-50:]
+        self._batch_start = now
+        if self.hooks.should_stop and self.hooks.should_stop():
+            raise Cancelled("training cancelled")
+        if self.hooks.on_progress and now - self._last_report >= _PROGRESS_INTERVAL_S:
+            self._last_report = now
+            per_step = float(np.median(self._step_times))
+            remaining = (self.epochs - self._epoch - 1) * self.steps + (self.steps - batch - 1)
+            self.hooks.on_progress(
+                {
+                    "phase": self.phase,
+                    "epoch": self._epoch + 1,
+                    "epochs": self.epochs,
+                    "batch": batch + 1,
+                    "steps": self.steps,
+                    "metrics": _floats(logs),
+                    "eta_seconds": round(per_step * (remaining + self.later_steps), 1),
+                }
+            )
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = _floats(logs)
+        record = {
+            "phase": self.phase,
+            "epoch": epoch + 1,
+            "seconds": round(time.monotonic() - self._epoch_start, 3),
+            **logs,
+        }
+        optimizer = self.model.optimizer
+        record["learning_rate"] = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+        self.state.history.append(record)
+        self.state.epoch = epoch + 1
+        self.state.step = int(keras.ops.convert_to_numpy(optimizer.iterations))
+        val_loss = logs.get("val_loss", math.inf)
+        if val_loss < self.state.best_val_loss - 1e-6:
+            self.state.best_val_loss = val_loss
+            self.state.best_epoch = len(self.state.history) - 1
+            self.state.wait = 0
+            self.checkpoints.save_weights(self.full_model, self.checkpoints.best)
+        else:
+            self.state.wait += 1
+        self.checkpoints.save_weights(self.full_model, self.checkpoints.last)
+        self.state.save(self.checkpoints.state_path)
+        if self.patience and self.state.wait >= self.patience:
+            self.model.stop_training = True
+        if self.hooks.on_progress:
+            self.hooks.on_progress(
+                {
+                    "phase": self.phase,
+                    "epoch": epoch + 1,
+                    "epochs": self.epochs,
+                    "batch": self.steps,
+                    "steps": self.steps,
+                    "metrics": logs,
+                    "eta_seconds": None,
+                }
+            )
+        if self.hooks.should_stop and self.hooks.should_stop():
+            raise Cancelled("training cancelled")
+
+
+def _floats(logs: dict | None) -> dict[str, float]:
+    return {k: round(float(v), 6) for k, v in (logs or {}).items()}
+
+
+def _optimizer(
+    config: TrainConfig, learning_rate: float | keras.optimizers.schedules.LearningRateSchedule
+) -> keras.optimizers.Optimizer:
+    if config.optimizer == "sgd":
+        return keras.optimizers.SGD(learning_rate=learning_rate, momentum=config.momentum)
+    return keras.optimizers.Adam(learning_rate=learning_rate)
+
+
+def _compile(
+    model: keras.Model, config: TrainConfig, optimizer: keras.optimizers.Optimizer
+) -> None:
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+    )
+
+
+def _cached_features(
+    classifier: Classifier, ds: tf.data.Dataset
+) -> tuple[np.ndarray, np.ndarray]:
+    """Run the frozen base once; phase 1 then trains the head on these features."""
+    feats, labels = [], []
+    for images, onehot in ds:
+        feats.append(classifier.features(images, training=False).numpy())
+        labels.append(onehot.numpy())
+    x, y = np.concatenate(feats), np.concatenate(labels)
+    return x, y
+
+
+def train_phases(
+    classifier: Classifier,
+    config: TrainConfig,
+    *,
+    train_ds: tf.data.Dataset,
+    val_ds: tf.data.Dataset,
+    eval_train_ds: tf.data.Dataset,
+    steps: int,
+    checkpoint_dir: Path,
+    class_weight: dict[int, float] | None,
+    hooks: Hooks | None = None,
+    tensorboard_dir: Path | None = None,
+    verbose: int = 0,
+) -> RunState:
+    """Run (or resume) phase 1 and phase 2; returns the final state with the full history.
+
+    `eval_train_ds` is the training split without augmentation, used for cached
+    features. When this returns, the model holds the best weights seen.
+    """
+    hooks = hooks or Hooks()
+    checkpoints = Checkpoints(checkpoint_dir)
+    state = RunState.load(checkpoints.state_path)
+    if state.history or state.phase > 1:
+        classifier.model.load_weights(checkpoints.last)
+    model = classifier.model
+    patience = config.early_stopping_patience
+    phase2_steps = config.fine_tune_epochs * steps
+
+    def callbacks(phase: int, epochs: int, phase_steps: int, later: int) -> list:
+        cbs: list = [
+            _EpochCallback(
+                full_model=model,
+                checkpoints=checkpoints,
+                state=state,
+                phase=phase,
+                epochs=epochs,
+                steps=phase_steps,
+                later_steps=later,
+                patience=patience,
+                hooks=hooks,
+            )
+        ]
+        if tensorboard_dir is not None:
+            cbs.append(
+                keras.callbacks.TensorBoard(
+                    log_dir=str(tensorboard_dir / f"phase{phase}"), write_graph=False
+                )
+            )
+        return cbs
+
+    def finish_phase(phase: int, started: float) -> None:
+        if checkpoints.best.is_file():
+            model.load_weights(checkpoints.best)
+        checkpoints.save_weights(model, checkpoints.last)
+        state.phase = phase + 1
+        state.epoch = 0
+        state.step = 0
+        state.wait = 0
+        key = f"phase{phase}"
+        state.phase_seconds[key] = round(
+            state.phase_seconds.get(key, 0.0) + time.monotonic() - started, 3
+        )
+        state.save(checkpoints.state_path)
+
+    if state.phase == 1:
+        started = time.monotonic()
+        freeze_base(classifier)
+        if config.head_epochs > state.epoch and not (patience and state.wait >= patience):
+            use_cache = config.cache_features and config.augmentation == "none"
+            if use_cache:
+                x, y = _cached_features(classifier, eval_train_ds)
+                vx, vy = _cached_features(classifier, val_ds)
+                fit_model = classifier.head
+                fit_args = {
+                    "x": x,
+                    "y": y,
+                    "batch_size": config.batch_size,
+                    "shuffle": True,
+                    "validation_data": (vx, vy),
+                }
+            else:
+                fit_model = model
+                fit_args = {"x": train_ds, "validation_data": val_ds, "shuffle": False}
+            _compile(fit_model, config, _optimizer(config, config.learning_rate))
+            fit_model.fit(
+                **fit_args,
+                epochs=config.head_epochs,
+                initial_epoch=state.epoch,
+                class_weight=class_weight,
+                callbacks=callbacks(1, config.head_epochs, steps, phase2_steps),
+                verbose=verbose,
+            )
+        finish_phase(1, started)
+
+    if state.phase == 2:
+        started = time.monotonic()
+        if config.fine_tune_epochs > state.epoch and not (patience and state.wait >= patience):
+            unfreeze_top(classifier, config.fine_tune_from)
+            schedule = keras.optimizers.schedules.CosineDecay(
+                config.fine_tune_learning_rate, decay_steps=max(1, phase2_steps), alpha=0.05
+            )
+            optimizer = _optimizer(config, schedule)
+            _compile(model, config, optimizer)
+            optimizer.iterations.assign(state.step)
+            model.fit(
+                train_ds,
+                validation_data=val_ds,
+                shuffle=False,  # the dataset reshuffles itself every epoch
+                epochs=config.fine_tune_epochs,
+                initial_epoch=state.epoch,
+                class_weight=class_weight,
+                callbacks=callbacks(2, config.fine_tune_epochs, steps, 0),
+                verbose=verbose,
+            )
+        finish_phase(2, started)
+    freeze_base(classifier)
+    return state
