@@ -14,6 +14,8 @@ import annotated_types
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from imgclf.errors import ConfigError
+
 AugmentationPreset = Literal["none", "light", "standard", "strong"]
 ClassWeightMode = Literal["auto", "balanced", "none"]
 OptimizerName = Literal["adam", "sgd"]
@@ -21,10 +23,6 @@ Stage = Literal["conv2", "conv3", "conv4", "conv5"]
 
 # "auto" class weights switch on above this largest/smallest class ratio.
 IMBALANCE_RATIO = 1.5
-
-
-class ConfigError(ValueError):
-    """A config value is wrong; the message names the field, the value and what is allowed."""
 
 
 class TrainConfig(BaseModel):
@@ -38,29 +36,39 @@ class TrainConfig(BaseModel):
         min_length=1,
         description="'imagenet', 'none' (random init) or a path to a ResNet-50 no-top .h5 file.",
     )
-    batch_size: int = Field(32, ge=1, le=1024)
+    batch_size: int = Field(32, ge=1, le=1024, description="Images per training step.")
     head_epochs: int = Field(10, ge=0, le=1000, description="Phase 1: base frozen.")
     fine_tune_epochs: int = Field(10, ge=0, le=1000, description="Phase 2: top stages unfrozen.")
     fine_tune_from: Stage = Field(
         "conv5", description="First ResNet stage unfrozen in phase 2 (conv5 = the top stage)."
     )
-    optimizer: OptimizerName = "adam"
+    optimizer: OptimizerName = Field("adam", description="Optimizer of both phases.")
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD momentum.")
     learning_rate: float = Field(1e-3, gt=0.0, le=1.0, description="Phase 1 learning rate.")
     fine_tune_learning_rate: float = Field(
         1e-5, gt=0.0, le=1.0, description="Phase 2 peak learning rate (cosine decay)."
     )
-    dropout: float = Field(0.2, ge=0.0, le=0.9)
+    dropout: float = Field(
+        0.2, ge=0.0, le=0.9, description="Dropout before the head's Dense layer(s)."
+    )
     l2: float = Field(1e-4, ge=0.0, le=1.0, description="L2 penalty on the head's kernels.")
     hidden_units: int = Field(0, ge=0, le=4096, description="0 = no hidden layer in the head.")
-    label_smoothing: float = Field(0.1, ge=0.0, le=0.5)
-    augmentation: AugmentationPreset = "standard"
+    label_smoothing: float = Field(
+        0.1, ge=0.0, le=0.5, description="Cross-entropy label smoothing."
+    )
+    augmentation: AugmentationPreset = Field(
+        "standard", description="Training-branch augmentation preset (flip, rotate, zoom, ...)."
+    )
     class_weight: ClassWeightMode = Field(
         "auto", description=f"'auto' = balanced when largest/smallest class > {IMBALANCE_RATIO}."
     )
-    val_fraction: float = Field(0.15, ge=0.05, le=0.5)
-    test_fraction: float = Field(0.15, ge=0.05, le=0.5)
-    seed: int = Field(42, ge=0, le=2**31 - 1)
+    val_fraction: float = Field(
+        0.15, ge=0.05, le=0.5, description="Validation share when no val/ split is given."
+    )
+    test_fraction: float = Field(
+        0.15, ge=0.05, le=0.5, description="Test share when no test/ split is given."
+    )
+    seed: int = Field(42, ge=0, le=2**31 - 1, description="Seeds the split, shuffling and init.")
     early_stopping_patience: int = Field(
         3, ge=0, le=1000, description="Epochs without val-loss improvement; 0 disables."
     )
@@ -168,7 +176,19 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
         if not sep or not key.strip():
             raise ConfigError(f"--set expects key=value, got {pair!r}")
         try:
-            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else raw
-        except yaml.YAMLError:
-            out[key.strip()] = raw
+            out[key.strip()] = json.loads(raw)  # numbers like 1e-4 (YAML 1.1 reads a string)
+        except json.JSONDecodeError:
+            try:
+                out[key.strip()] = yaml.safe_load(raw) if raw.strip() else raw
+            except yaml.YAMLError:
+                out[key.strip()] = raw
     return out
+
+
+def config_table() -> str:
+    """The markdown table of every TrainConfig field (docs/configuration.md embeds it)."""
+    rows = ["| field | default | allowed | meaning |", "|---|---|---|---|"]
+    for name, field in TrainConfig.model_fields.items():
+        allowed = _allowed(name).removeprefix("allowed: ").removeprefix("expected ")
+        rows.append(f"| `{name}` | `{field.default!r}` | {allowed} | {field.description or ''} |")
+    return "\n".join(rows)

@@ -25,9 +25,7 @@ _COLOURS = {
 def draw_shape(shape: str, size: int, rng: np.random.Generator) -> np.ndarray:
     """uint8 [size, size, 3]: one shape over a noisy background."""
     background = rng.integers(60, 140, size=3)
-    image = np.clip(
-        background + rng.normal(0, 12, size=(size, size, 3)), 0, 255
-    ).astype(np.float32)
+    image = np.clip(background + rng.normal(0, 12, size=(size, size, 3)), 0, 255).astype(np.float32)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     cx, cy = rng.uniform(0.35, 0.65, size=2) * size
     r = rng.uniform(0.18, 0.32) * size

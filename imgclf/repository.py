@@ -23,20 +23,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from imgclf import contract
+from imgclf.errors import InvalidInput, RepositoryError
 
 MODEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 _STAGING_PREFIX = ".staging-"
 _LOCK_FILE = ".publish.lock"
 
 
-class RepositoryError(Exception):
-    """The model repository is missing something a caller asked for."""
-
-
 def validate_model_name(name: str) -> str:
     """Model names become folder names and URL parts, so only a safe alphabet is allowed."""
     if not isinstance(name, str) or not MODEL_NAME_PATTERN.match(name):
-        raise ValueError(
+        raise InvalidInput(
             f"invalid model name {name!r}: use 1-64 letters, digits, '-' or '_', "
             "starting with a letter or digit"
         )

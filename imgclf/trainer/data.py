@@ -22,12 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from imgclf.config import IMBALANCE_RATIO
+from imgclf.errors import DataError
 
 SPLITS = ("train", "val", "test")
-
-
-class DataError(ValueError):
-    """The data cannot be trained on; the message says what to fix."""
 
 
 @dataclass(frozen=True)

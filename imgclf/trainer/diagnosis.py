@@ -6,6 +6,7 @@ the usual failure modes of fine-tuning on small data.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import asdict, dataclass, field
 
 OVERFIT_GAP = 0.15  # train accuracy minus validation accuracy
@@ -31,8 +32,8 @@ def _rising_val_loss(history: list[dict]) -> bool:
     train = [h.get("loss") for h in tail]
     if None in val or None in train:
         return False
-    val_up = all(b > a for a, b in zip(val, val[1:], strict=False))
-    train_down = all(b < a for a, b in zip(train, train[1:], strict=False))
+    val_up = all(b > a for a, b in itertools.pairwise(val))
+    train_down = all(b < a for a, b in itertools.pairwise(train))
     return val_up and train_down
 
 

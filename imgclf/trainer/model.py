@@ -14,6 +14,8 @@ from pathlib import Path
 
 import keras
 
+from imgclf.errors import WeightsUnavailableError
+
 IMAGENET_NOTOP_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
 IMAGENET_NOTOP_URL = (
     "https://storage.googleapis.com/tensorflow/keras-applications/resnet/" + IMAGENET_NOTOP_FILE
@@ -22,10 +24,6 @@ IMAGENET_NOTOP_HASH = "4d473c1dd8becc155b73f8504c6f6626"
 FEATURE_DIM = 2048
 STAGES = ("conv1", "conv2", "conv3", "conv4", "conv5")
 _DOWNLOAD_TIMEOUT_S = 20.0
-
-
-class WeightsUnavailableError(RuntimeError):
-    """Pretrained weights could not be found or fetched; the message says where to put them."""
 
 
 @dataclass

@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from imgclf import contract, repository
 from imgclf.config import TrainConfig
+from imgclf.errors import ParityError
 from imgclf.trainer import export
 from imgclf.trainer.data import Dataset, Sample, class_weights, load_dataset
 from imgclf.trainer.diagnosis import diagnose
@@ -35,10 +36,6 @@ log = logging.getLogger(__name__)
 
 RUN_FILE = "run.json"
 SPLITS_FILE = "splits.json"
-
-
-class ParityError(RuntimeError):
-    """The exported model does not reproduce the training pipeline; nothing was published."""
 
 
 @dataclass

@@ -22,18 +22,16 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import h5py
 import keras
 import numpy as np
 import tensorflow as tf
 
 from imgclf.config import TrainConfig
+from imgclf.errors import Cancelled
 from imgclf.trainer.model import Classifier, freeze_base, unfreeze_top
 
 _PROGRESS_INTERVAL_S = 1.0
-
-
-class Cancelled(Exception):
-    """The run was asked to stop; nothing is published."""
 
 
 @dataclass
@@ -93,9 +91,25 @@ class Checkpoints:
         self.best = self.dir / "best.weights.h5"
 
     def save_weights(self, model: keras.Model, path: Path) -> None:
+        """Model weights only, by position (Keras' save_weights also stores optimizer
+        slots, which then refuse to load into the other phase's optimizer)."""
         tmp = path.with_name("tmp-" + path.name)
-        model.save_weights(tmp)
+        with h5py.File(tmp, "w") as handle:
+            for i, weight in enumerate(model.weights):
+                handle.create_dataset(str(i), data=keras.ops.convert_to_numpy(weight))
+                handle[str(i)].attrs["path"] = weight.path
         os.replace(tmp, path)
+
+    @staticmethod
+    def load_weights(model: keras.Model, path: Path) -> None:
+        with h5py.File(path, "r") as handle:
+            if len(handle) != len(model.weights):
+                raise ValueError(
+                    f"{path} holds {len(handle)} weights, model has "
+                    f"{len(model.weights)}: not this model's checkpoint"
+                )
+            for i, weight in enumerate(model.weights):
+                weight.assign(handle[str(i)][()])
 
 
 class _EpochCallback(keras.callbacks.Callback):
@@ -221,9 +235,7 @@ def _compile(
     )
 
 
-def _cached_features(
-    classifier: Classifier, ds: tf.data.Dataset
-) -> tuple[np.ndarray, np.ndarray]:
+def _cached_features(classifier: Classifier, ds: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
     """Run the frozen base once; phase 1 then trains the head on these features."""
     feats, labels = [], []
     for images, onehot in ds:
@@ -256,7 +268,7 @@ def train_phases(
     checkpoints = Checkpoints(checkpoint_dir)
     state = RunState.load(checkpoints.state_path)
     if state.history or state.phase > 1:
-        classifier.model.load_weights(checkpoints.last)
+        checkpoints.load_weights(classifier.model, checkpoints.last)
     model = classifier.model
     patience = config.early_stopping_patience
     phase2_steps = config.fine_tune_epochs * steps
@@ -285,7 +297,7 @@ def train_phases(
 
     def finish_phase(phase: int, started: float) -> None:
         if checkpoints.best.is_file():
-            model.load_weights(checkpoints.best)
+            checkpoints.load_weights(model, checkpoints.best)
         checkpoints.save_weights(model, checkpoints.last)
         state.phase = phase + 1
         state.epoch = 0

@@ -1,0 +1,60 @@
+"""One exception tree for the whole project. Each error knows its HTTP status;
+the gRPC layer maps statuses to codes in one table.
+
+    ImgclfError
+    ├── InvalidInput (400)          bad request data the caller can fix
+    │   ├── ConfigError             a training config field is wrong
+    │   ├── DataError               the training data cannot be used
+    │   └── BadImageError           bytes that are not a decodable image
+    ├── NotFound (404)
+    │   └── RepositoryError         model / version / file missing in the repository
+    ├── WeightsUnavailableError (400) pretrained weights missing (offline)
+    ├── ParityError (500)           an export does not reproduce training; not published
+    └── Cancelled (409)             a run was asked to stop
+"""
+
+from __future__ import annotations
+
+
+class ImgclfError(Exception):
+    status = 500
+
+
+class InvalidInput(ImgclfError, ValueError):
+    status = 400
+
+
+class ConfigError(InvalidInput):
+    """A config value is wrong; the message names the field, the value and what is allowed."""
+
+
+class DataError(InvalidInput):
+    """The data cannot be trained on; the message says what to fix."""
+
+
+class BadImageError(InvalidInput):
+    """The bytes are not an image the model's own preprocess accepts."""
+
+
+class NotFound(ImgclfError):
+    status = 404
+
+
+class RepositoryError(NotFound):
+    """The model repository is missing something a caller asked for."""
+
+
+class WeightsUnavailableError(ImgclfError, RuntimeError):
+    """Pretrained weights could not be found or fetched; the message says where to put them."""
+
+    status = 400
+
+
+class ParityError(ImgclfError, RuntimeError):
+    """The exported model does not reproduce the training pipeline; nothing was published."""
+
+
+class Cancelled(ImgclfError):
+    """The run was asked to stop; nothing is published."""
+
+    status = 409

@@ -1,0 +1,26 @@
+# Sourced by scripts/demo and scripts/test: create .venv and install the project into it.
+# Reinstalls only when pyproject.toml changed since the last install.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${IMGCLF_VENV:-$ROOT/.venv}"
+PYTHON_BIN="${PYTHON:-python3}"
+
+if ! "$PYTHON_BIN" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    echo "imgclf needs Python >= 3.11 (found: $("$PYTHON_BIN" --version 2>&1)); set PYTHON=..." >&2
+    exit 1
+fi
+if [ ! -x "$VENV/bin/python" ]; then
+    echo "creating virtual environment in $VENV"
+    "$PYTHON_BIN" -m venv "$VENV"
+fi
+STAMP="$VENV/.imgclf-installed"
+WANT="$(cat "$ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)"
+if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
+    echo "installing imgclf and its dependencies into $VENV (first run: a few minutes)"
+    "$VENV/bin/python" -m pip install --quiet --upgrade pip
+    "$VENV/bin/python" -m pip install --quiet -e "$ROOT[dev]"
+    echo "$WANT" > "$STAMP"
+fi
+export PATH="$VENV/bin:$PATH"
+export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
+cd "$ROOT"

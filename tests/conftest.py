@@ -1,0 +1,57 @@
+"""Shared fixtures: a generated image set and one trained export reused by many tests.
+
+Everything runs on CPU with weights=none and 32 px images, so a full train ->
+export -> reload cycle takes well under a minute on 2 cores.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from pathlib import Path
+
+import pytest
+
+from imgclf.config import parse_config
+from imgclf.demo_data import make_shapes_dataset
+
+FAST = {
+    "image_size": 32,
+    "weights": "none",
+    "batch_size": 16,
+    "head_epochs": 4,
+    "fine_tune_epochs": 2,
+    "augmentation": "light",
+    "learning_rate": 2e-3,
+    "fine_tune_learning_rate": 1e-4,
+    "early_stopping_patience": 0,
+}
+
+
+@pytest.fixture(scope="session")
+def shapes_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_shapes_dataset(
+        tmp_path_factory.mktemp("shapes"), classes=3, per_class=30, size=48, seed=1
+    )
+
+
+@pytest.fixture(scope="session")
+def fast_config():
+    return parse_config(FAST)
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory, shapes_dir: Path, fast_config):
+    """One real run, published to its own model repository."""
+    from imgclf.trainer.run import train_and_export
+
+    root = tmp_path_factory.mktemp("trained")
+    return train_and_export(
+        fast_config,
+        data=shapes_dir,
+        name="shapes",
+        model_dir=root / "models",
+        run_dir=root / "run",
+    )

@@ -1,0 +1,143 @@
+"""End to end: a real run publishes a SavedModel that reproduces training from raw bytes."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow_serving.apis import prediction_log_pb2
+
+from imgclf import contract, repository
+
+
+def test_run_learns_clearly_better_than_chance(trained):
+    assert trained.version == 1
+    assert trained.metrics["accuracy"] >= 0.6  # chance is 1/3
+    assert trained.card["metrics"]["val"]["accuracy"] >= 0.6
+
+
+def test_layout_matches_the_contract(trained):
+    d = trained.version_dir
+    assert d == d.parent / "1"
+    for rel in [
+        "saved_model.pb",
+        "variables",
+        contract.LABELS_FILE,
+        contract.WARMUP_FILE,
+        contract.MODEL_CARD_FILE,
+        contract.GOLDEN_MANIFEST,
+        "report/report.html",
+        "report/learning_curves.png",
+        "report/confusion_matrix.png",
+        "report/splits.json",
+    ]:
+        assert (d / rel).exists(), rel
+    assert repository.read_labels(d) == ["circle", "square", "triangle"]
+
+
+def test_plain_tf_load_gives_identical_predictions_from_bytes(trained):
+    loaded = tf.saved_model.load(str(trained.version_dir))
+    assert set(contract.SIGNATURES) <= set(loaded.signatures)
+    manifest = json.loads((trained.version_dir / contract.GOLDEN_MANIFEST).read_text())
+    images = [(trained.version_dir / e["file"]).read_bytes() for e in manifest["inputs"]]
+    expected = np.array([e["probabilities"] for e in manifest["inputs"]])
+    out = loaded.signatures["serving_default"](image_bytes=tf.constant(images))
+    np.testing.assert_allclose(out["probabilities"].numpy(), expected, atol=1e-5)
+    assert out["classes"].dtype == tf.int64
+    labels = [b.decode() for b in out["labels"].numpy()]
+    assert labels == [["circle", "square", "triangle"][i] for i in expected.argmax(1)]
+    # The golden inputs are the raw files of held-out images, byte for byte.
+    sources = [trained.card["data"]["root"] + "/" + e["source"] for e in manifest["inputs"]]
+    assert images == [Path(s).read_bytes() for s in sources]
+    test_files = {
+        p for p, _ in json.loads((trained.version_dir / "report/splits.json").read_text())["test"]
+    }
+    assert {e["source"] for e in manifest["inputs"]} <= test_files
+
+
+def test_signatures_shapes_and_dtypes(trained):
+    loaded = tf.saved_model.load(str(trained.version_dir))
+    serving = loaded.signatures["serving_default"]
+    assert serving.structured_input_signature[1]["image_bytes"].dtype == tf.string
+    assert serving.structured_input_signature[1]["image_bytes"].shape.as_list() == [None]
+    pre = loaded.signatures["preprocess"]
+    assert pre.structured_input_signature[1]["image_bytes"].shape.as_list() == []
+    images = loaded.signatures["predict_images"].structured_input_signature[1]["images"]
+    assert images.shape.as_list() == [None, 32, 32, 3]
+    assert images.dtype == tf.float32
+    # preprocess + predict_images == serving_default
+    data = (trained.version_dir / "golden/0000.img").read_bytes()
+    image = pre(image_bytes=tf.constant(data))["image"]
+    assert image.shape == (32, 32, 3)
+    via_parts = loaded.signatures["predict_images"](images=image[None])["probabilities"]
+    direct = serving(image_bytes=tf.constant([data]))["probabilities"]
+    np.testing.assert_allclose(via_parts.numpy(), direct.numpy(), atol=1e-6)
+    # An empty batch is valid and returns zero rows.
+    empty = serving(image_bytes=tf.constant([], dtype=tf.string))["probabilities"]
+    assert empty.shape == (0, 3)
+
+
+def test_warmup_records_are_tf_serving_prediction_logs(trained):
+    records = list(tf.data.TFRecordDataset(str(trained.version_dir / contract.WARMUP_FILE)))
+    assert 1 <= len(records) <= 1000
+    log = prediction_log_pb2.PredictionLog.FromString(records[0].numpy())
+    request = log.predict_log.request
+    assert request.model_spec.signature_name == "serving_default"
+    assert request.inputs["image_bytes"].dtype == tf.string.as_datatype_enum
+
+
+def test_model_card_and_report(trained):
+    card = json.loads((trained.version_dir / contract.MODEL_CARD_FILE).read_text())
+    assert card["version"] == 1
+    assert card["parity"]["passed"] is True
+    assert card["parity"]["max_abs_diff"] <= 1e-5
+    assert card["labels"] == ["circle", "square", "triangle"]
+    assert len(card["data"]["fingerprint"]) == 64
+    assert set(card["metrics"]) == {"train", "val", "test"}
+    test = card["metrics"]["test"]
+    assert {"accuracy", "top_3_accuracy", "per_class", "confusion_matrix", "macro_f1"} <= set(test)
+    assert sum(map(sum, test["confusion_matrix"])) == test["count"]
+    assert [h["phase"] for h in card["history"]] == [1] * 4 + [2] * 2
+    assert "summary" in card["diagnosis"] and "gap" in card["diagnosis"]
+    assert card["timings"]["total_seconds"] > 0
+    html = (trained.version_dir / "report/report.html").read_text()
+    assert "learning_curves.png" in html and "Diagnosis" in html
+    assert (trained.run_dir / "tensorboard").is_dir()
+    assert list((trained.run_dir / "tensorboard").rglob("events.out.tfevents*"))
+
+
+def test_two_class_artifact_is_under_100_mb(trained):
+    size = sum(p.stat().st_size for p in trained.version_dir.rglob("*") if p.is_file())
+    # 3 classes here; a 2-class head is 2048 weights smaller still.
+    assert size < 100_000_000
+    assert trained.card["artifact_bytes"] < 100_000_000
+
+
+def test_parity_check_detects_a_mismatch(trained):
+    from imgclf.trainer.export import parity_check
+
+    manifest = json.loads((trained.version_dir / contract.GOLDEN_MANIFEST).read_text())
+    images = [(trained.version_dir / e["file"]).read_bytes() for e in manifest["inputs"]]
+    expected = np.array([e["probabilities"] for e in manifest["inputs"]], dtype=np.float32)
+    loaded = tf.saved_model.load(str(trained.version_dir))
+    pre = np.stack(
+        [
+            loaded.signatures["preprocess"](image_bytes=tf.constant(b))["image"].numpy()
+            for b in images
+        ]
+    )
+    ok = parity_check(trained.version_dir, images, expected, pre)
+    assert ok["passed"] and ok["max_abs_diff"] <= 1e-5
+    # A training path that scaled by 1/255 on top (the classic drift) is caught.
+    drifted = parity_check(trained.version_dir, images, expected, pre / 255.0)
+    assert not drifted["passed"]
+    shifted = parity_check(trained.version_dir, images, expected + 1e-3, pre)
+    assert not shifted["passed"]
+
+
+@pytest.mark.parametrize("signature", ["serving_default"])
+def test_corrupt_bytes_fail_in_the_served_path(trained, signature):
+    loaded = tf.saved_model.load(str(trained.version_dir))
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        loaded.signatures[signature](image_bytes=tf.constant([b"garbage"]))
