@@ -61,6 +61,13 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     run_dir = Path(args.run_dir) if args.run_dir else settings.runs_dir() / args.name / run_id
     print(f"training {args.name!r} from {args.data} (run folder {run_dir})")
+    from imgclf.trainer.promotion import GateRules, PromotionGate
+
+    gate = (
+        None
+        if args.no_gate
+        else PromotionGate(model_dir, args.name, GateRules(), keep_versions=settings.keep_versions)
+    )
     result = train_and_export(
         config,
         data=args.data,
@@ -69,6 +76,7 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
         run_dir=run_dir,
         keras_home=settings.keras_home,
         verbose=1 if sys.stdout.isatty() else 2,
+        gate=gate,
     )
     _print_result(result)
     return 0
@@ -126,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--set", action="append", metavar="KEY=VALUE", help="override one config field"
     )
     train.add_argument("--run-dir", help="checkpoint folder; reuse it to resume a crashed run")
+    train.add_argument(
+        "--no-gate", action="store_true", help="publish without the promotion gate (no label)"
+    )
     train.set_defaults(func=cmd_train)
 
     predict = sub.add_parser("predict", help="classify image files with an exported version")
@@ -142,6 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the whole loop on generated data (embedded defaults)")
     demo_arguments(demo)
     demo.set_defaults(func=cmd_demo)
+
+    from imgclf import cli_models, cli_queue
+
+    cli_queue.add_commands(sub)
+    cli_models.add_commands(sub)
     return parser
 
 

@@ -1,16 +1,22 @@
 """`imgclf demo`: the main job on embedded defaults, for a first look on any machine.
 
-Makes a small generated image set, trains with weights=none at a small size,
-publishes a version, and classifies held-out images with the exported model.
+Makes a small generated image set, starts a worker, submits a training job
+through the queue (Redis when reachable, else the embedded SQLite broker), follows
+it, then classifies held-out images with the published version. Every process it
+starts is stopped before it returns.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
-from imgclf.settings import Settings
+from imgclf.settings import Settings, embedded_urls
 
 DEMO_CLASSES = 3
 
@@ -21,17 +27,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--per-class", type=int, default=40, help="generated images per class")
     parser.add_argument("--weights", default="none", help="'none' offline; 'imagenet' if online")
     parser.add_argument("--name", default="shapes")
+    parser.add_argument("--embedded", action="store_true", help="skip Redis even if reachable")
 
 
-def run_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from imgclf.config import parse_config
+def redis_reachable(url: str) -> bool:
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        return False
+    import redis
+
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+        client.ping()
+        client.close()
+        return True
+    except redis.RedisError:
+        return False
+
+
+def _make_data(workdir: Path, args: argparse.Namespace) -> tuple[Path, Path]:
+    import numpy as np
+    import tensorflow as tf
+
     from imgclf.demo_data import SHAPES, draw_shape, make_shapes_dataset
 
-    workdir = Path(args.workdir).resolve()
-    print(
-        f"imgclf demo: trains a {DEMO_CLASSES}-class ResNet-50 on generated images "
-        f"({args.image_size}px, weights={args.weights}); about 2-5 minutes on 2 CPU cores."
-    )
     data = workdir / "data"
     if not data.is_dir():
         make_shapes_dataset(
@@ -39,16 +57,100 @@ def run_demo(args: argparse.Namespace, settings: Settings) -> int:
         )
     holdout = workdir / "holdout"
     if not holdout.is_dir():
-        import numpy as np
-        import tensorflow as tf
-
         holdout.mkdir(parents=True)
         rng = np.random.default_rng(12345)
         for shape in SHAPES[:DEMO_CLASSES]:
             pixels = draw_shape(shape, args.image_size, rng)
             (holdout / f"{shape}.jpg").write_bytes(tf.io.encode_jpeg(pixels).numpy())
-    config = parse_config(
-        {
+    return data, holdout
+
+
+class Processes:
+    """Children started by the demo, all stopped on exit (even on Ctrl-C)."""
+
+    def __init__(self) -> None:
+        self.children: list[subprocess.Popen] = []
+
+    def start(self, argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+        handle = open(log, "ab")  # noqa: SIM115 - owned by the child's lifetime
+        child = subprocess.Popen(
+            argv, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        handle.close()
+        self.children.append(child)
+        return child
+
+    def stop_all(self) -> None:
+        for child in self.children:
+            if child.poll() is None:
+                os.killpg(child.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for child in self.children:
+            try:
+                child.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(child.pid, signal.SIGKILL)
+                child.wait()
+
+
+def _wait_for_line(log: Path, text: str, child: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text in log.read_text(errors="replace"):
+            return
+        if child.poll() is not None:
+            raise RuntimeError(f"process exited early; see {log}")
+        time.sleep(0.2)
+    raise RuntimeError(f"timed out waiting for {text!r} in {log}")
+
+
+def run_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from imgclf.cli_queue import follow, print_record
+    from imgclf.jobs.service import celery_sender, submit_job
+    from imgclf.jobs.store import open_store
+
+    workdir = Path(args.workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    print(
+        f"imgclf demo: trains a {DEMO_CLASSES}-class ResNet-50 on generated images "
+        f"({args.image_size}px, weights={args.weights}) through the job queue; "
+        "about 2-5 minutes on 2 CPU cores."
+    )
+    data, holdout = _make_data(workdir, args)
+    values = {
+        "model_dir": str(workdir / "models"),
+        "work_dir": str(workdir / "runs"),
+        "data_roots": [str(workdir)],
+        "broker_url": settings.broker_url,
+        "result_backend": settings.result_backend,
+        "key_prefix": settings.key_prefix,
+        "queue": f"imgclf-demo-{os.getpid()}",
+    }
+    if args.embedded or not redis_reachable(settings.broker_url):
+        urls = embedded_urls(workdir / "state")
+        values["broker_url"] = urls["IMGCLF_BROKER_URL"]
+        values["result_backend"] = urls["IMGCLF_RESULT_BACKEND"]
+        print(f"broker: embedded (SQLite under {workdir / 'state'}; no Redis reachable)")
+    else:
+        print(f"broker: Redis at {settings.broker_url}")
+    demo_settings = Settings(**values)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    for key, value in demo_settings.model_dump(mode="json").items():
+        if value is not None:
+            env[f"IMGCLF_{key.upper()}"] = (
+                ",".join(value) if isinstance(value, list) else str(value)
+            )
+    processes = Processes()
+    started = time.monotonic()
+    try:
+        worker_log = workdir / "worker.log"
+        worker = processes.start([sys.executable, "-m", "imgclf.cli", "worker"], env, worker_log)
+        _wait_for_line(worker_log, " ready.", worker, timeout=120)
+        print(f"worker: started (log {worker_log})")
+        store = open_store(demo_settings.result_backend, demo_settings.key_prefix)
+        document = {
+            "name": args.name,
+            "data": str(data),
             "image_size": args.image_size,
             "weights": args.weights,
             "batch_size": 16,
@@ -57,29 +159,26 @@ def run_demo(args: argparse.Namespace, settings: Settings) -> int:
             "learning_rate": 2e-3,
             "fine_tune_learning_rate": 1e-4,
             "augmentation": "light",
+            "promotion_tolerance": 0.05,
         }
-    )
-    from imgclf.cli import _print_result
-    from imgclf.trainer.run import train_and_export
-
-    model_dir = workdir / "models"
-    started = time.monotonic()
-    result = train_and_export(
-        config,
-        data=data,
-        name=args.name,
-        model_dir=model_dir,
-        run_dir=workdir / "runs" / time.strftime("%Y%m%dT%H%M%S"),
-        keras_home=settings.keras_home,
-        verbose=2,
-    )
-    _print_result(result)
+        job = submit_job(
+            document, settings=demo_settings, store=store, send=celery_sender(demo_settings)
+        )
+        print(f"submitted job {job['id']}")
+        final = follow(store, job["id"])
+        print_record(final)
+        if final["status"] != "succeeded":
+            return 1
+    finally:
+        processes.stop_all()
+    from imgclf import repository
     from imgclf.server.savedmodel import LoadedVersion
 
-    loaded = LoadedVersion(result.version_dir)
-    print(f"\nheld-out images classified by {args.name} version {result.version}:")
+    version_dir = repository.version_path(demo_settings.model_dir, args.name, final["version"])
+    loaded = LoadedVersion(version_dir)
+    print(f"\nheld-out images classified by {args.name} version {final['version']}:")
     for image in sorted(holdout.iterdir()):
         top = loaded.top_k(loaded.predict_bytes([image.read_bytes()]), 3)[0]
         print(f"  {image.name:>14}: " + ", ".join(f"{p.label} {p.score:.2f}" for p in top))
-    print(f"\ndone in {time.monotonic() - started:.0f}s; open {result.report} for the report")
+    print(f"\ndone in {time.monotonic() - started:.0f}s; open {final['report']} for the report")
     return 0

@@ -10,7 +10,10 @@ the gRPC layer maps statuses to codes in one table.
     │   └── RepositoryError         model / version / file missing in the repository
     ├── WeightsUnavailableError (400) pretrained weights missing (offline)
     ├── ParityError (500)           an export does not reproduce training; not published
-    └── Cancelled (409)             a run was asked to stop
+    ├── Cancelled (409)             a run was asked to stop
+    ├── Rejected (409)              the promotion gate refused a candidate (carries the comparison)
+    ├── Conflict (409)              the request clashes with the current state (job already ended)
+    └── Unavailable (503)           a backend (broker, job store) cannot be reached
 """
 
 from __future__ import annotations
@@ -58,3 +61,21 @@ class Cancelled(ImgclfError):
     """The run was asked to stop; nothing is published."""
 
     status = 409
+
+
+class Rejected(ImgclfError):
+    """The promotion gate kept the live version; `comparison` says why."""
+
+    status = 409
+
+    def __init__(self, message: str, comparison: dict) -> None:
+        super().__init__(message)
+        self.comparison = comparison
+
+
+class Conflict(ImgclfError):
+    status = 409
+
+
+class Unavailable(ImgclfError):
+    status = 503

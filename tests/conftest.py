@@ -55,3 +55,67 @@ def trained(tmp_path_factory: pytest.TempPathFactory, shapes_dir: Path, fast_con
         model_dir=root / "models",
         run_dir=root / "run",
     )
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory):
+    """IMGCLF_TEST_REDIS_URL, or a throwaway redis-server on a free port."""
+    import shutil
+    import subprocess
+    import time
+
+    import redis
+
+    given = os.environ.get("IMGCLF_TEST_REDIS_URL")
+    if given:
+        yield given
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail(
+            "the queue tests need Redis: install redis-server (Debian/Ubuntu: "
+            "apt-get install redis-server; macOS: brew install redis) or set "
+            "IMGCLF_TEST_REDIS_URL=redis://HOST:PORT/DB"
+        )
+    port = _free_port()
+    folder = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(folder),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    for _ in range(100):
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.1)
+    else:
+        proc.kill()
+        pytest.fail("redis-server did not start")
+    client.close()
+    yield url
+    proc.terminate()
+    proc.wait(10)

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from imgclf.config import config_table
-from imgclf.settings import Settings
+from imgclf.settings import Settings, settings_table
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -14,6 +14,7 @@ def test_configuration_doc_holds_the_current_table():
 
 def test_readme_lists_every_environment_variable():
     readme = (ROOT / "README.md").read_text()
+    assert settings_table() in readme
     documented = {
         line.split("`")[1] for line in readme.splitlines() if line.startswith("| `IMGCLF_")
     }

@@ -19,6 +19,8 @@ def test_cancel_then_resume_from_the_last_epoch(tmp_path, shapes_dir):
     first_events = []
 
     def on_progress(event):
+        if event["stage"] != "train":
+            return
         first_events.append((event["phase"], event["epoch"]))
         if event["phase"] == 1 and event["epoch"] == 2 and event["batch"] == event["steps"]:
             stop["now"] = True
@@ -45,7 +47,11 @@ def test_cancel_then_resume_from_the_last_epoch(tmp_path, shapes_dir):
         name="m",
         model_dir=models,
         run_dir=run_dir,
-        hooks=Hooks(on_progress=lambda e: second_events.append((e["phase"], e["epoch"]))),
+        hooks=Hooks(
+            on_progress=lambda e: (
+                e["stage"] == "train" and second_events.append((e["phase"], e["epoch"]))
+            )
+        ),
     )
     assert result.version == 1
     assert min(second_events) == (1, 3)  # epochs 1 and 2 were not run again

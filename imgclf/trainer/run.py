@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import platform
@@ -29,6 +30,7 @@ from imgclf.trainer.metrics import classification_metrics
 from imgclf.trainer.model import build_classifier
 from imgclf.trainer.pipeline import label_indices, make_dataset
 from imgclf.trainer.preprocessing import image_problem, make_augmenter, make_preprocess
+from imgclf.trainer.promotion import PromotionGate
 from imgclf.trainer.report import write_report
 from imgclf.trainer.training import Cancelled, Hooks, train_phases
 
@@ -88,11 +90,13 @@ def train_and_export(
     hooks: Hooks | None = None,
     keras_home: str | Path | None = None,
     verbose: int = 0,
+    gate: PromotionGate | None = None,
 ) -> TrainResult:
     """Train on `data`, publish MODEL_DIR/<name>/<version>/ and return what happened.
 
     Raises DataError/ConfigError before training for bad input, Cancelled when the
-    hooks ask to stop, ParityError when the export does not match training.
+    hooks ask to stop, ParityError when the export does not match training, and
+    Rejected when `gate` keeps the live version. Nothing is published on any error.
     """
     repository.validate_model_name(name)
     hooks = hooks or Hooks()
@@ -166,6 +170,8 @@ def train_and_export(
     timings["train_seconds"] = round(time.monotonic() - t, 3)
     timings.update({f"{k}_seconds": v for k, v in state.phase_seconds.items()})
 
+    if hooks.on_progress:
+        hooks.on_progress({"stage": "evaluate"})
     t = time.monotonic()
     metrics = {}
     for split, samples in dataset.splits.items():
@@ -183,6 +189,8 @@ def train_and_export(
         class_weighted=weights is not None,
     )
 
+    if hooks.on_progress:
+        hooks.on_progress({"stage": "export"})
     t = time.monotonic()
     staging = repository.new_staging_dir(model_dir, name)
     try:
@@ -245,7 +253,12 @@ def train_and_export(
                 json.dumps(card, indent=1), encoding="utf-8"
             )
 
-        version = repository.publish(staging, model_dir, name, before_rename=finalize)
+        with gate.lock() if gate else contextlib.nullcontext():
+            if gate is not None:
+                card["promotion"] = gate.check(card, dataset)
+            version = repository.publish(staging, model_dir, name, before_rename=finalize)
+            if gate is not None:
+                gate.after_publish(version)
     except BaseException:
         repository.discard_staging(staging)
         raise

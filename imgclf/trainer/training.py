@@ -162,6 +162,7 @@ class _EpochCallback(keras.callbacks.Callback):
             remaining = (self.epochs - self._epoch - 1) * self.steps + (self.steps - batch - 1)
             self.hooks.on_progress(
                 {
+                    "stage": "train",
                     "phase": self.phase,
                     "epoch": self._epoch + 1,
                     "epochs": self.epochs,
@@ -200,6 +201,7 @@ class _EpochCallback(keras.callbacks.Callback):
         if self.hooks.on_progress:
             self.hooks.on_progress(
                 {
+                    "stage": "train",
                     "phase": self.phase,
                     "epoch": epoch + 1,
                     "epochs": self.epochs,

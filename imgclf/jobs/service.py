@@ -1,0 +1,88 @@
+"""Submitting, reading and cancelling jobs: the functions the CLI, the server and the
+client all call, so every entry point validates and records jobs the same way."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from imgclf.errors import Conflict, Unavailable
+from imgclf.jobs.spec import TERMINAL, parse_job, resolve_data_path
+from imgclf.jobs.store import JobStore, new_job_id, now_iso
+from imgclf.settings import Settings
+
+TRAIN_TASK = "imgclf.train"
+
+Sender = Callable[[str], None]
+
+
+def submit_job(
+    document: dict[str, Any], *, settings: Settings, store: JobStore, send: Sender
+) -> dict[str, Any]:
+    """Validate, record and queue a job. Returns its record (the existing one for a
+    repeated idempotency key). Bad documents raise before anything is stored."""
+    spec = parse_job(document)
+    resolve_data_path(spec.data, settings.data_roots)
+    job_id = new_job_id()
+    record = {
+        "id": job_id,
+        "kind": spec.kind,
+        "status": "queued",
+        "name": spec.name,
+        "data": spec.data,
+        "idempotency_key": spec.idempotency_key,
+        "spec": spec.model_dump(mode="json"),
+        "created_at": now_iso(),
+        "started_at": None,
+        "finished_at": None,
+        "attempts": 0,
+        "progress": None,
+        "version": None,
+        "metrics": None,
+        "diagnosis": None,
+        "promotion": None,
+        "report": None,
+        "error": None,
+        "cancel_requested": False,
+    }
+    record, created = store.create(record, spec.idempotency_key)
+    if created:
+        try:
+            send(job_id)
+        except Exception as exc:  # broker down: say so, and do not leave a phantom job
+            store.transition(
+                job_id,
+                ["queued"],
+                "failed",
+                finished_at=now_iso(),
+                error=f"could not queue the job: {exc}",
+            )
+            raise Unavailable(f"the job queue is unreachable ({exc}); try again") from None
+    return record
+
+
+def cancel_job(store: JobStore, job_id: str) -> dict[str, Any]:
+    """A queued job never runs; a running one stops at its next batch and publishes nothing."""
+    record = store.transition(
+        job_id, ["queued"], "cancelled", finished_at=now_iso(), error="cancelled before it started"
+    )
+    if record is not None:
+        return record
+    record = store.get(job_id)
+    if record["status"] == "running":
+        return store.update(job_id, cancel_requested=True)
+    if record["status"] in TERMINAL:
+        raise Conflict(f"job {job_id} already ended ({record['status']})")
+    return record
+
+
+def celery_sender(settings: Settings) -> Sender:
+    """Queue by task name, so submitters never import the worker (or TensorFlow)."""
+    from imgclf.worker.celery_app import make_celery
+
+    app = make_celery(settings)
+
+    def send(job_id: str) -> None:
+        app.send_task(TRAIN_TASK, args=[job_id], queue=settings.queue)
+
+    return send

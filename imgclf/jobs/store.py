@@ -1,0 +1,288 @@
+"""Job records, kept where the queue's results live: Redis, or SQLite for the embedded setup.
+
+A record is a JSON document keyed by job id. Status changes that race (a worker
+starting a job while a person cancels it) go through `transition`, which only
+succeeds from the expected statuses. A running job holds a lease that its worker
+renews; a job whose lease lapsed belonged to a worker that died.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from imgclf.errors import InvalidInput, NotFound
+
+
+class JobNotFound(NotFound):
+    """No job with that id."""
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+class JobStore(ABC):
+    """Where job records live; implementations must make every method atomic."""
+
+    @abstractmethod
+    def create(self, record: dict[str, Any], idempotency_key: str | None) -> tuple[dict, bool]:
+        """Store a new record, or return the existing one for the same idempotency key."""
+
+    @abstractmethod
+    def get(self, job_id: str) -> dict[str, Any]:
+        """The record, or JobNotFound."""
+
+    @abstractmethod
+    def list(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Newest first."""
+
+    @abstractmethod
+    def update(self, job_id: str, **fields: Any) -> dict[str, Any]:
+        """Merge fields into the record."""
+
+    @abstractmethod
+    def transition(
+        self, job_id: str, from_statuses: Iterable[str], to_status: str, **fields: Any
+    ) -> dict[str, Any] | None:
+        """Set status (and fields) only if the current status is one of `from_statuses`."""
+
+    @abstractmethod
+    def acquire_lease(self, job_id: str, token: str, seconds: float) -> bool:
+        """Take or renew the job's lease; False if another live holder has it."""
+
+    @abstractmethod
+    def release_lease(self, job_id: str, token: str) -> None: ...
+
+    @abstractmethod
+    def lease_alive(self, job_id: str) -> bool: ...
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+
+class RedisJobStore(JobStore):
+    def __init__(self, url: str, prefix: str = "imgclf") -> None:
+        import redis
+
+        self.redis = redis.Redis.from_url(url, decode_responses=True, socket_timeout=10)
+        self.prefix = prefix
+
+    def _key(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}"
+
+    def create(self, record: dict[str, Any], idempotency_key: str | None) -> tuple[dict, bool]:
+        if idempotency_key:
+            idem = f"{self.prefix}:idem:{idempotency_key}"
+            if not self.redis.set(idem, record["id"], nx=True):
+                return self.get(self.redis.get(idem)), False
+        pipe = self.redis.pipeline()
+        pipe.set(self._key(record["id"]), json.dumps(record))
+        pipe.zadd(f"{self.prefix}:jobs", {record["id"]: time.time()})
+        pipe.execute()
+        return record, True
+
+    def get(self, job_id: str) -> dict[str, Any]:
+        raw = self.redis.get(self._key(job_id))
+        if raw is None:
+            raise JobNotFound(f"no job with id {job_id!r}")
+        return json.loads(raw)
+
+    def list(self, limit: int = 100) -> list[dict[str, Any]]:
+        ids = self.redis.zrevrange(f"{self.prefix}:jobs", 0, max(0, limit - 1))
+        raws = self.redis.mget([self._key(i) for i in ids]) if ids else []
+        return [json.loads(r) for r in raws if r]
+
+    def _cas(self, job_id: str, change) -> dict[str, Any] | None:
+        import redis
+
+        key = self._key(job_id)
+        with self.redis.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(key)
+                    raw = pipe.get(key)
+                    if raw is None:
+                        raise JobNotFound(f"no job with id {job_id!r}")
+                    record = change(json.loads(raw))
+                    if record is None:
+                        pipe.unwatch()
+                        return None
+                    pipe.multi()
+                    pipe.set(key, json.dumps(record))
+                    pipe.execute()
+                    return record
+                except redis.WatchError:
+                    continue
+
+    def update(self, job_id: str, **fields: Any) -> dict[str, Any]:
+        return self._cas(job_id, lambda r: {**r, **fields, "updated_at": now_iso()})
+
+    def transition(self, job_id, from_statuses, to_status, **fields):
+        allowed = set(from_statuses)
+
+        def change(record: dict) -> dict | None:
+            if record["status"] not in allowed:
+                return None
+            return {**record, **fields, "status": to_status, "updated_at": now_iso()}
+
+        return self._cas(job_id, change)
+
+    def acquire_lease(self, job_id: str, token: str, seconds: float) -> bool:
+        key = f"{self.prefix}:lease:{job_id}"
+        ms = int(seconds * 1000)
+        if self.redis.set(key, token, nx=True, px=ms):
+            return True
+        script = (
+            "if redis.call('GET', KEYS[1]) == ARGV[1] then "
+            "return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end"
+        )
+        return bool(self.redis.eval(script, 1, key, token, ms))
+
+    def release_lease(self, job_id: str, token: str) -> None:
+        script = (
+            "if redis.call('GET', KEYS[1]) == ARGV[1] then "
+            "return redis.call('DEL', KEYS[1]) else return 0 end"
+        )
+        self.redis.eval(script, 1, f"{self.prefix}:lease:{job_id}", token)
+
+    def lease_alive(self, job_id: str) -> bool:
+        return bool(self.redis.exists(f"{self.prefix}:lease:{job_id}"))
+
+    def close(self) -> None:
+        self.redis.close()
+
+
+class SqliteJobStore(JobStore):
+    """The embedded store: one SQLite file, safe across processes (transactions + busy timeout)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        with self._conn() as db:
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, created REAL, "
+                "idem TEXT UNIQUE, doc TEXT NOT NULL)"
+            )
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS leases (id TEXT PRIMARY KEY, token TEXT, expires REAL)"
+            )
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            self._local.conn = conn
+        return _Transaction(conn)
+
+    def create(self, record, idempotency_key):
+        with self._conn() as db:
+            if idempotency_key:
+                row = db.execute("SELECT doc FROM jobs WHERE idem = ?", (idempotency_key,))
+                found = row.fetchone()
+                if found:
+                    return json.loads(found[0]), False
+            db.execute(
+                "INSERT INTO jobs (id, created, idem, doc) VALUES (?, ?, ?, ?)",
+                (record["id"], time.time(), idempotency_key, json.dumps(record)),
+            )
+        return record, True
+
+    def get(self, job_id: str) -> dict[str, Any]:
+        with self._conn() as db:
+            row = db.execute("SELECT doc FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise JobNotFound(f"no job with id {job_id!r}")
+        return json.loads(row[0])
+
+    def list(self, limit: int = 100) -> list[dict[str, Any]]:
+        with self._conn() as db:
+            rows = db.execute(
+                "SELECT doc FROM jobs ORDER BY created DESC LIMIT ?", (limit,)
+            ).fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    def _change(self, job_id: str, change) -> dict[str, Any] | None:
+        with self._conn() as db:
+            row = db.execute("SELECT doc FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                raise JobNotFound(f"no job with id {job_id!r}")
+            record = change(json.loads(row[0]))
+            if record is not None:
+                db.execute("UPDATE jobs SET doc = ? WHERE id = ?", (json.dumps(record), job_id))
+            return record
+
+    def update(self, job_id: str, **fields: Any) -> dict[str, Any]:
+        return self._change(job_id, lambda r: {**r, **fields, "updated_at": now_iso()})
+
+    def transition(self, job_id, from_statuses, to_status, **fields):
+        allowed = set(from_statuses)
+
+        def change(record: dict) -> dict | None:
+            if record["status"] not in allowed:
+                return None
+            return {**record, **fields, "status": to_status, "updated_at": now_iso()}
+
+        return self._change(job_id, change)
+
+    def acquire_lease(self, job_id: str, token: str, seconds: float) -> bool:
+        now = time.time()
+        with self._conn() as db:
+            row = db.execute("SELECT token, expires FROM leases WHERE id = ?", (job_id,)).fetchone()
+            if row and row[0] != token and row[1] > now:
+                return False
+            db.execute(
+                "INSERT OR REPLACE INTO leases (id, token, expires) VALUES (?, ?, ?)",
+                (job_id, token, now + seconds),
+            )
+        return True
+
+    def release_lease(self, job_id: str, token: str) -> None:
+        with self._conn() as db:
+            db.execute("DELETE FROM leases WHERE id = ? AND token = ?", (job_id, token))
+
+    def lease_alive(self, job_id: str) -> bool:
+        with self._conn() as db:
+            row = db.execute("SELECT expires FROM leases WHERE id = ?", (job_id,)).fetchone()
+        return bool(row and row[0] > time.time())
+
+
+class _Transaction:
+    """`with` block = one IMMEDIATE transaction, so read-modify-write is atomic across processes."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def open_store(url: str, prefix: str = "imgclf") -> JobStore:
+    """Pick the store from the result-backend URL (the same URL Celery is given)."""
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        return RedisJobStore(url, prefix)
+    for prefix in ("db+sqlite:///", "sqlite:///"):
+        if url.startswith(prefix):
+            return SqliteJobStore(url[len(prefix) :])
+    raise InvalidInput(
+        f"unsupported IMGCLF_RESULT_BACKEND {url!r}: use redis://HOST:PORT/DB or "
+        "db+sqlite:///PATH (embedded)"
+    )

@@ -1,0 +1,141 @@
+"""The promotion gate: a candidate is served only if it is not worse than the live version.
+
+Rule (documented in docs/registry.md): the candidate and the current `stable`
+version are both evaluated on the candidate's test split, the images the
+candidate never trained on. The candidate is promoted when
+  - its parity check passed (the export step refuses to get here otherwise),
+  - its accuracy beats chance by `min_over_chance` (always, first version included),
+  - its accuracy is at most `tolerance` below stable's, and
+  - no class's recall is more than `max_recall_drop` below stable's.
+If stable was trained on some of these images (the data was not new), the
+comparison favours stable, which errs on the side of keeping what is live.
+If the class sets differ, the versions cannot be compared and only the chance
+rule applies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from imgclf import registry, repository
+from imgclf.errors import Rejected
+from imgclf.trainer.data import Dataset
+from imgclf.trainer.metrics import classification_metrics
+from imgclf.trainer.pipeline import label_indices
+
+_BATCH = 32
+
+
+@dataclass(frozen=True)
+class GateRules:
+    tolerance: float = 0.005
+    max_recall_drop: float = 0.10
+    min_over_chance: float = 0.15
+
+
+def evaluate_version(version_dir: Path, dataset: Dataset, top_k: int) -> dict | None:
+    """The live version's test metrics on `dataset`'s test split, or None if classes differ."""
+    from imgclf.server.savedmodel import LoadedVersion
+
+    loaded = LoadedVersion(version_dir)
+    if loaded.labels != dataset.classes:
+        return None
+    samples = dataset.splits["test"]
+    rows = []
+    for start in range(0, len(samples), _BATCH):
+        chunk = samples[start : start + _BATCH]
+        rows.append(loaded.predict_bytes([s.path.read_bytes() for s in chunk]))
+    probabilities = np.concatenate(rows)
+    return classification_metrics(
+        label_indices(samples, dataset.classes), probabilities, dataset.classes, top_k
+    )
+
+
+def decide(candidate: dict, stable: dict | None, classes: list[str], rules: GateRules) -> dict:
+    """Pure decision from two metric sets; returns the comparison kept in the job record."""
+    chance = 1.0 / len(classes)
+    reasons = []
+    accuracy = candidate["accuracy"]
+    if accuracy < chance + rules.min_over_chance:
+        reasons.append(
+            f"accuracy {accuracy:.1%} does not beat chance ({chance:.1%}) by "
+            f"{rules.min_over_chance:.0%}"
+        )
+    recall_drops = {}
+    if stable is not None:
+        if accuracy < stable["accuracy"] - rules.tolerance:
+            reasons.append(
+                f"accuracy {accuracy:.1%} is below stable's {stable['accuracy']:.1%} by more "
+                f"than {rules.tolerance:.1%}"
+            )
+        for name in classes:
+            drop = stable["per_class"][name]["recall"] - candidate["per_class"][name]["recall"]
+            recall_drops[name] = round(drop, 6)
+            if drop > rules.max_recall_drop:
+                reasons.append(
+                    f"recall of {name!r} drops by {drop:.1%} (allowed {rules.max_recall_drop:.0%})"
+                )
+    return {
+        "decision": "reject" if reasons else "promote",
+        "reasons": reasons,
+        "candidate": {"accuracy": accuracy, "macro_f1": candidate["macro_f1"]},
+        "stable": None
+        if stable is None
+        else {"accuracy": stable["accuracy"], "macro_f1": stable["macro_f1"]},
+        "recall_drops": recall_drops,
+        "rules": {
+            "tolerance": rules.tolerance,
+            "max_recall_drop": rules.max_recall_drop,
+            "min_over_chance": rules.min_over_chance,
+        },
+    }
+
+
+class PromotionGate:
+    """Decides before publishing; moves `stable` and applies retention after."""
+
+    def __init__(
+        self, model_dir: str | Path, name: str, rules: GateRules, keep_versions: int | None = None
+    ) -> None:
+        self.model_dir = Path(model_dir)
+        self.name = name
+        self.rules = rules
+        self.keep_versions = keep_versions
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        with registry.lock(self.model_dir, self.name):
+            yield
+
+    def check(self, card: dict, dataset: Dataset) -> dict:
+        """Raise Rejected, or return the comparison (which goes into the model card)."""
+        stable_version = registry.labels(self.model_dir, self.name).get(registry.STABLE)
+        stable_metrics = None
+        if stable_version in repository.list_versions(self.model_dir, self.name):
+            stable_metrics = evaluate_version(
+                repository.version_path(self.model_dir, self.name, stable_version),
+                dataset,
+                card["config"]["top_k"],
+            )
+        else:
+            stable_version = None
+        comparison = decide(card["metrics"]["test"], stable_metrics, dataset.classes, self.rules)
+        comparison["stable_version"] = stable_version
+        comparison["compared_on"] = f"candidate test split ({len(dataset.splits['test'])} images)"
+        if stable_version is not None and stable_metrics is None:
+            comparison["note"] = "class sets differ from stable's; only the chance rule applied"
+        if comparison["decision"] == "reject":
+            raise Rejected("promotion gate: " + "; ".join(comparison["reasons"]), comparison)
+        return comparison
+
+    def after_publish(self, version: int) -> None:
+        registry.set_label(
+            self.model_dir, self.name, registry.STABLE, version, by="promotion gate", locked=True
+        )
+        if self.keep_versions:
+            registry.apply_retention(self.model_dir, self.name, self.keep_versions)

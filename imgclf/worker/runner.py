@@ -1,0 +1,173 @@
+"""Running one job: lease, child process, heartbeats, time limits, final record.
+
+The Celery task calls `run_job`; it returns once the job has a final status, or
+raises `Busy` when another live worker holds the job (the task then retries later,
+so a redelivered duplicate never runs the job twice).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from imgclf.jobs.spec import TERMINAL
+from imgclf.jobs.store import JobNotFound, JobStore, now_iso
+from imgclf.settings import Settings
+
+log = logging.getLogger(__name__)
+_PR_SET_PDEATHSIG = 1
+
+
+class Busy(Exception):
+    """Another live worker is running this job."""
+
+
+def job_run_dir(settings: Settings, job_id: str) -> Path:
+    return settings.runs_dir() / "jobs" / job_id
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:  # not Linux: the lease still stops a second run
+        pass
+    os.setsid()
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The worker's settings as IMGCLF_* variables, so the child builds the same Settings."""
+    env = dict(os.environ)
+    for key, value in settings.model_dump(mode="json").items():
+        if value is None:
+            env.pop(f"IMGCLF_{key.upper()}", None)
+        elif isinstance(value, list):
+            env[f"IMGCLF_{key.upper()}"] = ",".join(str(v) for v in value)
+        else:
+            env[f"IMGCLF_{key.upper()}"] = str(value)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return env
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def run_job(job_id: str, settings: Settings, store: JobStore) -> str:
+    """Run the job to a final status and return it."""
+    try:
+        record = store.get(job_id)
+    except JobNotFound:
+        log.warning("job %s is unknown; dropping its message", job_id)
+        return "unknown"
+    if record["status"] in TERMINAL:
+        return record["status"]
+    token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    if not store.acquire_lease(job_id, token, settings.lease_seconds):
+        raise Busy(job_id)
+    try:
+        claimed = store.transition(
+            job_id,
+            ["queued", "running"],
+            "running",
+            started_at=record.get("started_at") or now_iso(),
+            attempts=int(record.get("attempts") or 0) + 1,
+            worker=token,
+        )
+        if claimed is None:  # cancelled (or finished) while we took the lease
+            return store.get(job_id)["status"]
+        return _supervise(job_id, claimed, settings, store, token)
+    finally:
+        store.release_lease(job_id, token)
+
+
+def _supervise(job_id: str, record: dict, settings: Settings, store: JobStore, token: str) -> str:
+    spec = record["spec"]
+    hard = min(spec.get("time_limit") or settings.max_job_seconds, settings.max_job_seconds)
+    soft = spec.get("soft_time_limit")
+    run_dir = job_run_dir(settings, job_id)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log_path = run_dir / "job.log"
+    started = time.monotonic()
+    with open(log_path, "ab") as log_file:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "imgclf.worker.job_process", job_id],
+            env=settings_env(settings),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,
+        )
+        log.info("job %s: training in process %s (log %s)", job_id, child.pid, log_path)
+        beat = max(1.0, settings.lease_seconds / 3)
+        soft_sent = False
+        while True:
+            try:
+                child.wait(timeout=beat)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            store.acquire_lease(job_id, token, settings.lease_seconds)
+            elapsed = time.monotonic() - started
+            if soft and elapsed > soft and not soft_sent:
+                log.warning("job %s: soft time limit %ss reached", job_id, soft)
+                child.send_signal(signal.SIGTERM)
+                soft_sent = True
+            if elapsed > hard:
+                log.error("job %s: hard time limit %ss reached; killing", job_id, hard)
+                child.kill()
+                child.wait()
+                store.transition(
+                    job_id,
+                    ["running"],
+                    "failed",
+                    finished_at=now_iso(),
+                    error=f"hard time limit of {hard}s exceeded",
+                )
+                break
+    final = store.get(job_id)
+    if final["status"] == "running":  # the child died without recording an outcome
+        store.transition(
+            job_id,
+            ["running"],
+            "failed",
+            finished_at=now_iso(),
+            error=f"training process exited with code {child.returncode}: "
+            + (_tail(log_path) or "no output"),
+        )
+        final = store.get(job_id)
+    log.info("job %s: %s", job_id, final["status"])
+    return final["status"]
+
+
+def requeue_orphans(store: JobStore, send, limit: int = 500) -> list[str]:
+    """Jobs marked running whose lease lapsed lost their worker: queue them again.
+
+    The transition is atomic, so when several workers run this only one requeues.
+    The job resumes from its checkpoints in the run folder.
+    """
+    requeued = []
+    for record in store.list(limit):
+        if record["status"] != "running" or store.lease_alive(record["id"]):
+            continue
+        note = {"requeued_at": now_iso(), "note": "its worker stopped; requeued to resume"}
+        if store.transition(record["id"], ["running"], "queued", **note):
+            send(record["id"])
+            requeued.append(record["id"])
+            log.warning("job %s lost its worker; requeued", record["id"])
+    return requeued
+
+
+def describe(record: dict) -> str:
+    return json.dumps({k: record.get(k) for k in ("id", "status", "name", "version", "error")})

@@ -1,0 +1,43 @@
+"""Celery tasks, by stable names. Thin: take the job id, run it, report."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from celery import Celery
+
+from imgclf.jobs.service import TRAIN_TASK
+from imgclf.jobs.store import JobStore
+from imgclf.settings import Settings
+from imgclf.worker.runner import Busy, requeue_orphans, run_job
+
+log = logging.getLogger(__name__)
+
+
+def register_tasks(app: Celery, settings: Settings, store: JobStore) -> None:
+    @app.task(name=TRAIN_TASK, bind=True, acks_late=True, max_retries=None)
+    def train(self, job_id: str) -> str:
+        try:
+            return run_job(job_id, settings, store)
+        except Busy:
+            # Another live worker has it (a redelivered duplicate): look again later.
+            raise self.retry(countdown=settings.lease_seconds) from None
+
+
+def start_janitor(app: Celery, settings: Settings, store: JobStore) -> threading.Event:
+    """Periodically requeue jobs whose worker died (any broker, embedded included)."""
+    stop = threading.Event()
+
+    def send(job_id: str) -> None:
+        app.send_task(TRAIN_TASK, args=[job_id], queue=settings.queue)
+
+    def loop() -> None:
+        while not stop.wait(settings.janitor_interval):
+            try:
+                requeue_orphans(store, send)
+            except Exception:  # a broker/store hiccup must not kill the janitor
+                log.exception("janitor pass failed")
+
+    threading.Thread(target=loop, name="imgclf-janitor", daemon=True).start()
+    return stop

@@ -1,0 +1,63 @@
+"""Real worker processes for the queue tests: started, awaited, killed."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from imgclf.jobs.spec import TERMINAL
+
+
+class WorkerProcess:
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.log = log
+        self._handle = open(log, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "imgclf.cli", "worker"],
+            env=env,
+            stdout=self._handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def wait_ready(self, timeout: float = 90) -> WorkerProcess:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if " ready." in self.log.read_text(errors="replace"):
+                return self
+            if self.proc.poll() is not None:
+                raise RuntimeError("worker exited:\n" + self.log.read_text(errors="replace"))
+            time.sleep(0.2)
+        raise TimeoutError("worker not ready:\n" + self.log.read_text(errors="replace"))
+
+    def sigkill(self) -> None:
+        """Kill the worker process only; its training child must die with it."""
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+        self._handle.close()
+
+
+def wait_for(store, job_id: str, predicate, timeout: float = 240) -> dict:
+    deadline = time.monotonic() + timeout
+    record = store.get(job_id)
+    while time.monotonic() < deadline:
+        record = store.get(job_id)
+        if predicate(record):
+            return record
+        time.sleep(0.3)
+    raise TimeoutError(f"job {job_id} stuck: {record}")
+
+
+def wait_final(store, job_id: str, timeout: float = 240) -> dict:
+    return wait_for(store, job_id, lambda r: r["status"] in TERMINAL, timeout)
