@@ -119,6 +119,25 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return run_demo(args, settings)
 
 
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    overrides = {
+        k: v
+        for k, v in {
+            "model_dir": args.model_dir,
+            "rest_port": args.rest_port,
+            "grpc_port": args.grpc_port,
+            "host": args.host,
+        }.items()
+        if v is not None
+    }
+    settings = settings.model_copy(update=overrides)
+    _quiet_tensorflow()
+    from imgclf.server.app import serve
+
+    serve(settings)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="imgclf", description="Fine-tune ResNet-50 image classifiers and serve them."
@@ -153,6 +172,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the whole loop on generated data (embedded defaults)")
     demo_arguments(demo)
     demo.set_defaults(func=cmd_demo)
+
+    serve = sub.add_parser("serve", help="serve REST (8501) and gRPC (8500) from MODEL_DIR")
+    serve.add_argument("--model-dir", help="model repository (default $IMGCLF_MODEL_DIR)")
+    serve.add_argument("--rest-port", type=int)
+    serve.add_argument("--grpc-port", type=int)
+    serve.add_argument("--host", help="bind address (default 127.0.0.1)")
+    serve.set_defaults(func=cmd_serve)
 
     from imgclf import cli_models, cli_queue
 

@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from imgclf.settings import Settings, embedded_urls
+from imgclf.settings import Settings, embedded_urls, to_env
 
 DEMO_CLASSES = 3
 
@@ -134,12 +134,7 @@ def run_demo(args: argparse.Namespace, settings: Settings) -> int:
     else:
         print(f"broker: Redis at {settings.broker_url}")
     demo_settings = Settings(**values)
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    for key, value in demo_settings.model_dump(mode="json").items():
-        if value is not None:
-            env[f"IMGCLF_{key.upper()}"] = (
-                ",".join(value) if isinstance(value, list) else str(value)
-            )
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **to_env(demo_settings)}
     processes = Processes()
     started = time.monotonic()
     try:

@@ -5,7 +5,8 @@ the gRPC layer maps statuses to codes in one table.
     ├── InvalidInput (400)          bad request data the caller can fix
     │   ├── ConfigError             a training config field is wrong
     │   ├── DataError               the training data cannot be used
-    │   └── BadImageError           bytes that are not a decodable image
+    │   ├── BadImageError           bytes that are not a decodable image
+    │   └── PayloadTooLarge (413)   body, image count or pixel count over the limit
     ├── NotFound (404)
     │   └── RepositoryError         model / version / file missing in the repository
     ├── WeightsUnavailableError (400) pretrained weights missing (offline)
@@ -13,7 +14,11 @@ the gRPC layer maps statuses to codes in one table.
     ├── Cancelled (409)             a run was asked to stop
     ├── Rejected (409)              the promotion gate refused a candidate (carries the comparison)
     ├── Conflict (409)              the request clashes with the current state (job already ended)
-    └── Unavailable (503)           a backend (broker, job store) cannot be reached
+    ├── Unavailable (503)           a backend (broker, job store) cannot be reached
+    │   ├── Overloaded              the batching queue is full
+    │   └── NotReady                no version of the model is loaded yet
+    ├── Unauthorized (401)          missing or wrong bearer token
+    └── Forbidden (403)             a valid token without the needed role
 """
 
 from __future__ import annotations
@@ -79,3 +84,23 @@ class Conflict(ImgclfError):
 
 class Unavailable(ImgclfError):
     status = 503
+
+
+class PayloadTooLarge(InvalidInput):
+    status = 413
+
+
+class Overloaded(Unavailable):
+    """The request queue is full: answered at once instead of queueing without bound."""
+
+
+class NotReady(Unavailable):
+    """No version of the model is loaded yet."""
+
+
+class Unauthorized(ImgclfError):
+    status = 401
+
+
+class Forbidden(ImgclfError):
+    status = 403

@@ -7,9 +7,9 @@ down; nothing else reads the environment.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -63,12 +63,65 @@ class Settings(BaseSettings):
         5, ge=1, description="Newest versions kept per model; labelled versions are never deleted."
     )
 
+    host: str = Field("127.0.0.1", description="Address the REST and gRPC servers bind to.")
+    rest_port: int = Field(8501, ge=0, le=65535, description="REST port (TF Serving's default).")
+    grpc_port: int = Field(8500, ge=0, le=65535, description="gRPC port (TF Serving's default).")
+    models: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Models to serve (comma-separated); empty = all found."
+    )
+    version_policy: Literal["latest", "labelled", "specific"] = Field(
+        "latest",
+        description="latest: newest version plus labelled ones; labelled: labelled only; "
+        "specific: IMGCLF_SERVE_VERSIONS.",
+    )
+    serve_versions: Annotated[list[int], NoDecode] = Field(
+        default_factory=list, description="Versions served under version_policy=specific."
+    )
+    poll_interval: float = Field(2.0, gt=0, description="Seconds between model-repository scans.")
+    max_batch_size: int = Field(32, ge=1, le=1024, description="Images per model call.")
+    batch_timeout_ms: float = Field(
+        2.0, ge=0, description="Longest wait for more images after the first of a batch."
+    )
+    max_queue: int = Field(64, ge=1, description="Queued requests per model before 503.")
+    max_request_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="Largest request body.")
+    max_images_per_request: int = Field(64, ge=1, description="Images in one request.")
+    max_image_pixels: int = Field(
+        40_000_000, ge=1024, description="Largest decoded image (width x height, all frames)."
+    )
+    admin_tokens: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Bearer tokens (comma-separated) for jobs and model management; required "
+        "when the server listens beyond loopback.",
+    )
+    predict_tokens: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="If set, predictions need one of these tokens (or an admin token).",
+    )
+    server_threads: int = Field(16, ge=1, description="REST and gRPC worker threads each.")
+
+    @field_validator("models", "serve_versions", "admin_tokens", "predict_tokens", mode="before")
+    @classmethod
+    def _split_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
     @field_validator("data_roots", mode="before")
     @classmethod
     def _split_roots(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    def listens_beyond_loopback(self) -> bool:
+        import ipaddress
+
+        if self.host in ("localhost", ""):
+            return self.host == ""
+        try:
+            return not ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return True
 
     def runs_dir(self) -> Path:
         return self.work_dir if self.work_dir is not None else self.model_dir / ".runs"
@@ -93,7 +146,22 @@ def settings_table() -> str:
     for name, field in Settings.model_fields.items():
         default = field.default_factory() if field.default_factory else field.default
         if isinstance(default, list):
-            default = ",".join(str(x) for x in default)
+            default = ",".join(str(x) for x in default) or None
         shown = "-" if default is None else f"`{default}`"
         rows.append(f"| `IMGCLF_{name.upper()}` | {shown} | {field.description} |")
     return "\n".join(rows)
+
+
+SECRET_FIELDS = frozenset({"admin_tokens", "predict_tokens"})
+
+
+def to_env(settings: Settings) -> dict[str, str]:
+    """IMGCLF_* variables that rebuild `settings` in a child process (secrets left out)."""
+    env = {}
+    for key, value in settings.model_dump(mode="json").items():
+        if key in SECRET_FIELDS or value is None:
+            continue
+        if isinstance(value, list):
+            value = ",".join(str(v) for v in value)
+        env[f"IMGCLF_{key.upper()}"] = str(value)
+    return env

@@ -39,6 +39,19 @@ class LoadedVersion:
         spec = self.signatures[contract.PREDICT_IMAGES].structured_input_signature[1]
         self.image_shape = tuple(spec[contract.INPUT_IMAGES].shape[1:])
 
+    def signature_def_map(self):
+        """The SignatureDefs as stored in saved_model.pb (what TF Serving's metadata returns)."""
+        from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
+        from tensorflow_serving.apis import get_model_metadata_pb2
+
+        proto = saved_model_pb2.SavedModel()
+        proto.ParseFromString((self.path / "saved_model.pb").read_bytes())
+        graph: meta_graph_pb2.MetaGraphDef = proto.meta_graphs[0]
+        out = get_model_metadata_pb2.SignatureDefMap()
+        for name in contract.SIGNATURES:
+            out.signature_def[name].CopyFrom(graph.signature_def[name])
+        return out
+
     def preprocess(self, image: bytes) -> np.ndarray:
         """float32 [H, W, 3] from encoded bytes; BadImageError if they cannot be decoded."""
         try:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from imgclf.jobs.spec import TERMINAL
 from imgclf.jobs.store import JobNotFound, JobStore, now_iso
-from imgclf.settings import Settings
+from imgclf.settings import Settings, to_env
 
 log = logging.getLogger(__name__)
 _PR_SET_PDEATHSIG = 1
@@ -46,14 +46,10 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """The worker's settings as IMGCLF_* variables, so the child builds the same Settings."""
-    env = dict(os.environ)
-    for key, value in settings.model_dump(mode="json").items():
+    env = {**os.environ, **to_env(settings)}
+    for key, value in settings.model_dump().items():
         if value is None:
             env.pop(f"IMGCLF_{key.upper()}", None)
-        elif isinstance(value, list):
-            env[f"IMGCLF_{key.upper()}"] = ",".join(str(v) for v in value)
-        else:
-            env[f"IMGCLF_{key.upper()}"] = str(value)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     return env
 

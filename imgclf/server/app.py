@@ -1,0 +1,117 @@
+"""One place wires everything: settings -> model manager -> data/control planes -> servers.
+
+REST (waitress, threaded, same process) and gRPC share one model copy and one
+batcher per model. `ImgclfServer` runs both in background threads; `serve()` is
+the `imgclf serve` entry point and blocks until SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+from grpc_health.v1 import health_pb2
+from waitress.server import create_server
+
+from imgclf.server.auth import Auth, check_startup
+from imgclf.server.control import ControlPlane
+from imgclf.server.core import DataPlane
+from imgclf.server.grpc_service import SERVICE_NAMES, build_grpc_server
+from imgclf.server.manager import ModelManager
+from imgclf.server.metrics import Metrics
+from imgclf.server.rest import create_app
+from imgclf.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class ImgclfServer:
+    def __init__(self, settings: Settings) -> None:
+        check_startup(settings)
+        self.settings = settings
+        self.metrics = Metrics()
+        self.manager = ModelManager(
+            settings, on_batch=self.metrics.on_batch, on_load=self.metrics.on_load
+        )
+        self.data = DataPlane(self.manager, settings, self.metrics)
+        self.control = ControlPlane(settings, self.manager)
+        self.auth = Auth(settings)
+        self.app = create_app(self.data, self.control, self.auth)
+        self.grpc, self.grpc_port, self._health = build_grpc_server(
+            self.data,
+            self.control,
+            self.auth,
+            f"{settings.host}:{settings.grpc_port}",
+            settings.server_threads,
+        )
+        self.rest = create_server(
+            self.app,
+            host=settings.host,
+            port=settings.rest_port,
+            threads=settings.server_threads,
+            max_request_body_size=settings.max_request_bytes,
+            ident="imgclf",
+        )
+        self.rest_port = self.rest.effective_port
+        self._rest_thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def start(self) -> ImgclfServer:
+        self.manager.start()
+        self.grpc.start()
+        self._rest_thread = threading.Thread(target=self.rest.run, name="rest", daemon=True)
+        self._rest_thread.start()
+        threading.Thread(target=self._watch_health, name="health", daemon=True).start()
+        log.info(
+            "imgclf serving %s: REST %s:%s, gRPC %s:%s",
+            self.settings.model_dir,
+            self.settings.host,
+            self.rest_port,
+            self.settings.host,
+            self.grpc_port,
+        )
+        return self
+
+    def _watch_health(self) -> None:
+        while not self._stop.wait(0.5):
+            status = (
+                health_pb2.HealthCheckResponse.SERVING
+                if self.manager.ready()
+                else health_pb2.HealthCheckResponse.NOT_SERVING
+            )
+            for name in ("", *SERVICE_NAMES):
+                self._health.set(name, status)
+
+    def wait_ready(self, timeout: float = 120) -> bool:
+        deadline = threading.Event()
+        for _ in range(int(timeout * 10)):
+            if self.manager.ready():
+                return True
+            deadline.wait(0.1)
+        return False
+
+    def stop(self, grace: float = 5.0) -> None:
+        self._stop.set()
+        self.grpc.stop(grace).wait(grace + 1)
+        self.rest.close()
+        self.manager.stop()
+
+
+def serve(settings: Settings) -> None:
+    server = ImgclfServer(settings).start()
+    done = threading.Event()
+
+    def shutdown(signum, _frame) -> None:
+        log.info("signal %s: shutting down", signum)
+        done.set()
+
+    signal.signal(signal.SIGTERM, shutdown)
+    signal.signal(signal.SIGINT, shutdown)
+    print(
+        f"imgclf serving {settings.model_dir}: REST http://{settings.host}:{server.rest_port}"
+        f"  gRPC {settings.host}:{server.grpc_port}",
+        flush=True,
+    )
+    done.wait()
+    server.stop()

@@ -1,0 +1,149 @@
+"""TensorFlow Serving's REST JSON formats, decoded to plain Python and encoded back.
+
+Row format:      {"signature_name": "...", "instances": [{"b64": "..."}, ...]}
+Columnar format: {"signature_name": "...", "inputs": {"image_bytes": [{"b64": "..."}]}}
+Both accept the single-input shorthand (values without the input name). Responses
+mirror the request: {"predictions": [{...per instance...}]} or {"outputs": {...}}.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+import numpy as np
+
+from imgclf import contract
+from imgclf.errors import InvalidInput
+
+
+def _b64(value: Any, where: str) -> bytes:
+    if isinstance(value, dict) and set(value) == {"b64"} and isinstance(value["b64"], str):
+        try:
+            return base64.b64decode(value["b64"], validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidInput(f"{where}: invalid base64 in 'b64'") from None
+    raise InvalidInput(
+        f'{where}: expected {{"b64": "<base64 image bytes>"}} for the string input '
+        f"'{contract.INPUT_IMAGE_BYTES}'"
+    )
+
+
+def _unwrap(value: Any, input_name: str, where: str) -> Any:
+    """`{"image_bytes": X}` -> X; a bare value is taken as the single input."""
+    if isinstance(value, dict) and "b64" not in value:
+        if set(value) != {input_name}:
+            raise InvalidInput(
+                f"{where}: unknown input(s) {sorted(set(value) - {input_name})}; "
+                f"this signature takes only '{input_name}'"
+            )
+        return value[input_name]
+    return value
+
+
+def parse_predict_body(body: Any) -> tuple[str, str, list]:
+    """-> (signature_name, format 'row'|'columnar', list of raw instances)."""
+    if not isinstance(body, dict):
+        raise InvalidInput("the request body must be a JSON object with 'instances' or 'inputs'")
+    signature = body.get("signature_name") or contract.SERVING_DEFAULT
+    if not isinstance(signature, str):
+        raise InvalidInput("'signature_name' must be a string")
+    if signature not in (contract.SERVING_DEFAULT, contract.PREDICT_IMAGES):
+        raise InvalidInput(
+            f"unknown signature_name {signature!r}; use '{contract.SERVING_DEFAULT}' (image "
+            f"bytes) or '{contract.PREDICT_IMAGES}' (preprocessed float images)"
+        )
+    has_rows, has_cols = "instances" in body, "inputs" in body
+    if has_rows == has_cols:
+        raise InvalidInput("the request must have exactly one of 'instances' or 'inputs'")
+    input_name = (
+        contract.INPUT_IMAGE_BYTES
+        if signature == contract.SERVING_DEFAULT
+        else contract.INPUT_IMAGES
+    )
+    if has_rows:
+        rows = body["instances"]
+        if not isinstance(rows, list):
+            raise InvalidInput("'instances' must be a list")
+        values = [_unwrap(row, input_name, f"instance {i}") for i, row in enumerate(rows)]
+        return signature, "row", values
+    columns = _unwrap(body["inputs"], input_name, "inputs")
+    if signature == contract.SERVING_DEFAULT and isinstance(columns, dict):
+        columns = [columns]  # a single b64 object is a batch of one
+    if not isinstance(columns, list):
+        raise InvalidInput(f"'inputs' must hold a list of values for '{input_name}'")
+    return signature, "columnar", columns
+
+
+def decode_images(values: list) -> list[bytes]:
+    return [_b64(value, f"instance {i}") for i, value in enumerate(values)]
+
+
+def decode_tensors(values: list) -> np.ndarray:
+    try:
+        array = np.asarray(values, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise InvalidInput(
+            f"'{contract.INPUT_IMAGES}' must be a nested list of numbers shaped [batch, H, W, 3]"
+        ) from None
+    return array
+
+
+def encode_outputs(probabilities: np.ndarray, labels: list[str], fmt: str) -> dict:
+    classes = probabilities.argmax(axis=1)
+    if fmt == "row":
+        return {
+            "predictions": [
+                {
+                    contract.OUTPUT_PROBABILITIES: [float(p) for p in row],
+                    contract.OUTPUT_CLASSES: int(c),
+                    contract.OUTPUT_LABELS: label,
+                }
+                for row, c, label in zip(probabilities, classes, labels, strict=True)
+            ]
+        }
+    return {
+        "outputs": {
+            contract.OUTPUT_PROBABILITIES: probabilities.astype(float).tolist(),
+            contract.OUTPUT_CLASSES: [int(c) for c in classes],
+            contract.OUTPUT_LABELS: labels,
+        }
+    }
+
+
+def parse_classify_body(body: Any) -> list[bytes]:
+    """TF Serving classify: {"examples": [{"image_bytes": {"b64": ...}}], "context": {...}}."""
+    if not isinstance(body, dict) or not isinstance(body.get("examples"), list):
+        raise InvalidInput("the classify body must be a JSON object with an 'examples' list")
+    context = body.get("context") or {}
+    if not isinstance(context, dict):
+        raise InvalidInput("'context' must be an object")
+    images = []
+    for i, example in enumerate(body["examples"]):
+        if not isinstance(example, dict):
+            raise InvalidInput(f"example {i}: must be an object of features")
+        merged = {**context, **example}
+        if contract.INPUT_IMAGE_BYTES not in merged:
+            raise InvalidInput(f"example {i}: missing feature '{contract.INPUT_IMAGE_BYTES}'")
+        value = merged[contract.INPUT_IMAGE_BYTES]
+        if isinstance(value, list) and len(value) == 1:
+            value = value[0]
+        images.append(_b64(value, f"example {i}"))
+    return images
+
+
+def version_status(served_list) -> dict:
+    return {
+        "model_version_status": [
+            {
+                "version": str(s.version),
+                "state": s.state.name,
+                "status": {
+                    "error_code": "UNKNOWN" if s.error else "OK",
+                    "error_message": s.error,
+                },
+            }
+            for s in served_list
+        ]
+    }

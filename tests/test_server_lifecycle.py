@@ -1,0 +1,182 @@
+"""Hot swaps under load, refused versions, labels, batching and overload, startup rules."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import threading
+import time
+
+import numpy as np
+import pytest
+import requests
+
+from imgclf import registry
+from imgclf.errors import ConfigError, Overloaded
+from imgclf.server.app import ImgclfServer
+from imgclf.server.batching import Batcher
+from imgclf.settings import Settings
+from tests.servers import copy_version, start_server
+
+
+def b64(data: bytes) -> dict:
+    return {"b64": base64.b64encode(data).decode()}
+
+
+def wait_until(predicate, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise TimeoutError("condition not reached")
+
+
+def test_hot_swap_under_load_and_refused_versions(trained, tmp_path):
+    model_dir = tmp_path / "models"
+    copy_version(trained.version_dir, model_dir, "shapes", 1)
+    registry.set_label(model_dir, "shapes", "stable", 1)
+    server = start_server(model_dir)
+    base = f"http://127.0.0.1:{server.rest_port}"
+    image = (trained.version_dir / "golden/0000.img").read_bytes()
+    body = json.dumps({"instances": [b64(image)]})
+    seen, failures, stop = [], [], threading.Event()
+
+    def client() -> None:
+        session = requests.Session()
+        while not stop.is_set():
+            response = session.post(f"{base}/v1/models/shapes:predict", data=body, timeout=30)
+            if response.status_code != 200:
+                failures.append(response.text)
+            version = requests.get(f"{base}/v1/models/shapes/labels/stable", timeout=10)
+            seen.append(version.json()["model_version_status"][0]["version"])
+
+    threads = [threading.Thread(target=client) for _ in range(3)]
+    try:
+        for t in threads:
+            t.start()
+        time.sleep(1.0)
+        copy_version(trained.version_dir, model_dir, "shapes", 2)
+        registry.set_label(model_dir, "shapes", "stable", 2)
+        wait_until(lambda: "2" in seen)
+        time.sleep(1.0)
+        stop.set()
+        for t in threads:
+            t.join()
+        assert failures == []
+        assert seen[0] == "1" and seen[-1] == "2"
+        status = requests.get(f"{base}/v1/models/shapes", timeout=10).json()
+        states = {s["version"]: s["state"] for s in status["model_version_status"]}
+        assert states["2"] == "AVAILABLE"
+
+        # A broken version (not a SavedModel) is reported and never served.
+        broken = model_dir / "shapes" / ".staging-broken"
+        shutil.copytree(trained.version_dir, broken)
+        (broken / "saved_model.pb").write_bytes(b"garbage")
+        broken.rename(model_dir / "shapes" / "3")
+        wait_until(
+            lambda: any(
+                s["version"] == "3" and s["state"] == "END"
+                for s in requests.get(f"{base}/v1/models/shapes", timeout=10).json()[
+                    "model_version_status"
+                ]
+            )
+        )
+        v3 = requests.get(f"{base}/v1/models/shapes/versions/3", timeout=10).json()
+        assert v3["model_version_status"][0]["status"]["error_message"]
+        # A version whose golden replay disagrees with its stored outputs is refused too.
+        tampered = model_dir / "shapes" / ".staging-tampered"
+        shutil.copytree(trained.version_dir, tampered)
+        manifest = json.loads((tampered / "golden/manifest.json").read_text())
+        manifest["inputs"][0]["probabilities"][0] += 0.01
+        (tampered / "golden/manifest.json").write_text(json.dumps(manifest))
+        tampered.rename(model_dir / "shapes" / "4")
+        wait_until(
+            lambda: any(
+                s["version"] == "4" and s["state"] == "END"
+                for s in requests.get(f"{base}/v1/models/shapes", timeout=10).json()[
+                    "model_version_status"
+                ]
+            )
+        )
+        v4 = requests.get(f"{base}/v1/models/shapes/versions/4", timeout=10).json()
+        assert "golden replay mismatch" in v4["model_version_status"][0]["status"]["error_message"]
+        answer = requests.post(f"{base}/v1/models/shapes:predict", data=body, timeout=30)
+        assert answer.status_code == 200
+        pinned = requests.post(f"{base}/v1/models/shapes/versions/4:predict", data=body, timeout=30)
+        assert pinned.status_code == 503
+        assert requests.get(f"{base}/readyz", timeout=5).status_code == 200
+    finally:
+        stop.set()
+        server.stop()
+
+
+def test_readyz_waits_for_a_model(tmp_path, trained):
+    model_dir = tmp_path / "models"
+    (model_dir / "shapes").mkdir(parents=True)
+    server = ImgclfServer(
+        Settings(
+            model_dir=model_dir, rest_port=0, grpc_port=0, poll_interval=0.2, models=["shapes"]
+        )
+    ).start()
+    try:
+        base = f"http://127.0.0.1:{server.rest_port}"
+        assert requests.get(f"{base}/readyz", timeout=5).status_code == 503
+        assert requests.get(f"{base}/healthz", timeout=5).status_code == 200
+        image = (trained.version_dir / "golden/0000.img").read_bytes()
+        early = requests.post(
+            f"{base}/v1/models/shapes:predict", json={"instances": [b64(image)]}, timeout=10
+        )
+        assert early.status_code == 503
+        copy_version(trained.version_dir, model_dir, "shapes", 1)
+        wait_until(lambda: requests.get(f"{base}/readyz", timeout=5).status_code == 200)
+    finally:
+        server.stop()
+
+
+def test_predict_tokens_and_non_loopback_needs_admin_tokens(tmp_path, trained):
+    with pytest.raises(ConfigError, match="beyond loopback"):
+        ImgclfServer(Settings(model_dir=tmp_path, host="0.0.0.0", rest_port=0, grpc_port=0))
+    model_dir = tmp_path / "models"
+    copy_version(trained.version_dir, model_dir, "shapes", 1)
+    server = start_server(model_dir, predict_tokens=["p1"], admin_tokens=["a1"])
+    try:
+        url = f"http://127.0.0.1:{server.rest_port}/v1/models/shapes:predict"
+        body = {"instances": [b64((trained.version_dir / "golden/0000.img").read_bytes())]}
+        assert requests.post(url, json=body, timeout=10).status_code == 401
+        for token in ("p1", "a1"):
+            answer = requests.post(
+                url, json=body, headers={"Authorization": f"Bearer {token}"}, timeout=30
+            )
+            assert answer.status_code == 200
+        jobs = f"http://127.0.0.1:{server.rest_port}/v1/jobs"
+        assert (
+            requests.get(jobs, headers={"Authorization": "Bearer p1"}, timeout=10).status_code
+            == 403
+        )
+    finally:
+        server.stop()
+
+
+def test_batcher_batches_and_refuses_when_full():
+    gate = threading.Event()
+    calls = []
+
+    def predict(images: np.ndarray) -> np.ndarray:
+        calls.append(len(images))
+        gate.wait(10)
+        return np.repeat(images[:, :1, 0, 0], 2, axis=1)
+
+    batcher = Batcher("m", max_batch_size=4, batch_timeout_s=0.05, max_queue=2)
+    key = object()
+    first = batcher.submit(np.zeros((1, 1, 1, 1), np.float32), key, predict)
+    time.sleep(0.2)  # the batching thread takes it and blocks inside predict
+    queued = [batcher.submit(np.full((1, 1, 1, 1), i, np.float32), key, predict) for i in (1, 2)]
+    with pytest.raises(Overloaded, match="overloaded"):
+        batcher.submit(np.zeros((1, 1, 1, 1), np.float32), key, predict)
+    gate.set()
+    assert first.result(5).shape == (1, 2)
+    assert [f.result(5)[0, 0] for f in queued] == [1.0, 2.0]
+    assert calls == [1, 2]  # the two queued requests ran as one batch
+    batcher.close()
