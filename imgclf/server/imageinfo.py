@@ -17,10 +17,44 @@ class ImageInfo:
     format: str
     width: int
     height: int
+    frames: int = 1
 
     @property
     def pixels(self) -> int:
-        return self.width * self.height
+        """Pixels the decoder allocates: a GIF is decoded whole, every frame."""
+        return self.width * self.height * max(1, self.frames)
+
+
+def _skip_sub_blocks(data: bytes, i: int) -> int:
+    while i < len(data):
+        size = data[i]
+        i += 1 + size
+        if size == 0:
+            return i
+    return i
+
+
+def _gif_frames(data: bytes) -> int:
+    """Count image descriptors by walking the block structure (no decoding)."""
+    flags = data[10]
+    i = 13 + (3 * 2 ** ((flags & 7) + 1) if flags & 0x80 else 0)
+    frames = 0
+    while i < len(data):
+        block = data[i]
+        if block == 0x3B:  # trailer
+            break
+        if block == 0x21:  # extension: label, then sub-blocks
+            i = _skip_sub_blocks(data, i + 2)
+        elif block == 0x2C:  # image descriptor
+            frames += 1
+            if i + 10 > len(data):
+                break
+            local = data[i + 9]
+            i += 10 + (3 * 2 ** ((local & 7) + 1) if local & 0x80 else 0)
+            i = _skip_sub_blocks(data, i + 1)  # LZW minimum code size, then data
+        else:
+            break
+    return max(1, frames)
 
 
 def _jpeg(data: bytes) -> ImageInfo | None:
@@ -53,9 +87,9 @@ def sniff(data: bytes) -> ImageInfo | None:
     if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24 and data[12:16] == b"IHDR":
         width, height = struct.unpack(">II", data[16:24])
         return ImageInfo("png", width, height)
-    if data[:6] in (b"GIF87a", b"GIF89a") and len(data) >= 10:
+    if data[:6] in (b"GIF87a", b"GIF89a") and len(data) >= 13:
         width, height = struct.unpack("<HH", data[6:10])
-        return ImageInfo("gif", width, height)
+        return ImageInfo("gif", width, height, _gif_frames(data))
     if data[:2] == b"BM" and len(data) >= 26:
         header = struct.unpack("<I", data[14:18])[0]
         if header == 12:
