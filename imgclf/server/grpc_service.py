@@ -280,9 +280,13 @@ class ImgclfService(imgclf_pb2_grpc.ImgclfServicer):
                 self.data.record(target, "grpc", exc.status, None, started)
             self._abort(context, exc)
         self.data.record(target, "grpc", 200, prediction.version, started)
-        response = imgclf_pb2.ClassifyResponse(model=request.model, version=prediction.version)
-        for row in prediction.top_k(request.top_k or 5):
-            result = response.results.add()
+        response = imgclf_pb2.ClassifyResponse(
+            model=request.model, version=prediction.version, class_names=prediction.class_names
+        )
+        for row, probabilities in zip(
+            prediction.top_k(request.top_k or 5), prediction.probabilities, strict=True
+        ):
+            result = response.results.add(probabilities=probabilities.tolist())
             for label, score in row:
                 result.top.add(label=label, score=score)
         return response
@@ -312,6 +316,13 @@ class ImgclfService(imgclf_pb2_grpc.ImgclfServicer):
         try:
             self.auth.require("admin", _token(context))
             return self._job(self.control.job(request.id))
+        except ImgclfError as exc:
+            self._abort(context, exc)
+
+    def CancelJob(self, request, context):
+        try:
+            self.auth.require("admin", _token(context))
+            return self._job(self.control.cancel(request.id))
         except ImgclfError as exc:
             self._abort(context, exc)
 

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16imgclf/v1/imgclf.proto\x12\timgclf.v1\"m\n\x0f\x43lassifyRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x11\n\x07version\x18\x02 \x01(\x03H\x00\x12\x0f\n\x05label\x18\x03 \x01(\tH\x00\x12\x0e\n\x06images\x18\x04 \x03(\x0c\x12\r\n\x05top_k\x18\x05 \x01(\x05\x42\x08\n\x06target\"*\n\nLabelScore\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\"1\n\x0bImageResult\x12\"\n\x03top\x18\x01 \x03(\x0b\x32\x15.imgclf.v1.LabelScore\"[\n\x10\x43lassifyResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\'\n\x07results\x18\x03 \x03(\x0b\x32\x16.imgclf.v1.ImageResult\")\n\x10SubmitJobRequest\x12\x15\n\rdocument_json\x18\x01 \x01(\t\"\x1b\n\rGetJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"d\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\x03\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\x13\n\x0brecord_json\x18\x06 \x01(\t\"\x13\n\x11ListModelsRequest\"=\n\x0cModelVersion\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\r\n\x05state\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"\x9d\x01\n\x05Model\x12\x0c\n\x04name\x18\x01 \x01(\t\x12,\n\x06labels\x18\x02 \x03(\x0b\x32\x1c.imgclf.v1.Model.LabelsEntry\x12)\n\x08versions\x18\x03 \x03(\x0b\x32\x17.imgclf.v1.ModelVersion\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"6\n\x12ListModelsResponse\x12 \n\x06models\x18\x01 \x03(\x0b\x32\x10.imgclf.v1.Model2\x86\x02\n\x06Imgclf\x12\x43\n\x08\x43lassify\x12\x1a.imgclf.v1.ClassifyRequest\x1a\x1b.imgclf.v1.ClassifyResponse\x12\x38\n\tSubmitJob\x12\x1b.imgclf.v1.SubmitJobRequest\x1a\x0e.imgclf.v1.Job\x12\x32\n\x06GetJob\x12\x18.imgclf.v1.GetJobRequest\x1a\x0e.imgclf.v1.Job\x12I\n\nListModels\x12\x1c.imgclf.v1.ListModelsRequest\x1a\x1d.imgclf.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16imgclf/v1/imgclf.proto\x12\timgclf.v1\"m\n\x0f\x43lassifyRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x11\n\x07version\x18\x02 \x01(\x03H\x00\x12\x0f\n\x05label\x18\x03 \x01(\tH\x00\x12\x0e\n\x06images\x18\x04 \x03(\x0c\x12\r\n\x05top_k\x18\x05 \x01(\x05\x42\x08\n\x06target\"*\n\nLabelScore\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\"H\n\x0bImageResult\x12\"\n\x03top\x18\x01 \x03(\x0b\x32\x15.imgclf.v1.LabelScore\x12\x15\n\rprobabilities\x18\x02 \x03(\x02\"p\n\x10\x43lassifyResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\'\n\x07results\x18\x03 \x03(\x0b\x32\x16.imgclf.v1.ImageResult\x12\x13\n\x0b\x63lass_names\x18\x04 \x03(\t\")\n\x10SubmitJobRequest\x12\x15\n\rdocument_json\x18\x01 \x01(\t\"\x1b\n\rGetJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x1e\n\x10\x43\x61ncelJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"d\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\x03\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\x13\n\x0brecord_json\x18\x06 \x01(\t\"\x13\n\x11ListModelsRequest\"=\n\x0cModelVersion\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\r\n\x05state\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"\x9d\x01\n\x05Model\x12\x0c\n\x04name\x18\x01 \x01(\t\x12,\n\x06labels\x18\x02 \x03(\x0b\x32\x1c.imgclf.v1.Model.LabelsEntry\x12)\n\x08versions\x18\x03 \x03(\x0b\x32\x17.imgclf.v1.ModelVersion\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"6\n\x12ListModelsResponse\x12 \n\x06models\x18\x01 \x03(\x0b\x32\x10.imgclf.v1.Model2\xc0\x02\n\x06Imgclf\x12\x43\n\x08\x43lassify\x12\x1a.imgclf.v1.ClassifyRequest\x1a\x1b.imgclf.v1.ClassifyResponse\x12\x38\n\tSubmitJob\x12\x1b.imgclf.v1.SubmitJobRequest\x1a\x0e.imgclf.v1.Job\x12\x32\n\x06GetJob\x12\x18.imgclf.v1.GetJobRequest\x1a\x0e.imgclf.v1.Job\x12\x38\n\tCancelJob\x12\x1b.imgclf.v1.CancelJobRequest\x1a\x0e.imgclf.v1.Job\x12I\n\nListModels\x12\x1c.imgclf.v1.ListModelsRequest\x1a\x1d.imgclf.v1.ListModelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,25 +38,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LABELSCORE']._serialized_start=148
   _globals['_LABELSCORE']._serialized_end=190
   _globals['_IMAGERESULT']._serialized_start=192
-  _globals['_IMAGERESULT']._serialized_end=241
-  _globals['_CLASSIFYRESPONSE']._serialized_start=243
-  _globals['_CLASSIFYRESPONSE']._serialized_end=334
-  _globals['_SUBMITJOBREQUEST']._serialized_start=336
-  _globals['_SUBMITJOBREQUEST']._serialized_end=377
-  _globals['_GETJOBREQUEST']._serialized_start=379
-  _globals['_GETJOBREQUEST']._serialized_end=406
-  _globals['_JOB']._serialized_start=408
-  _globals['_JOB']._serialized_end=508
-  _globals['_LISTMODELSREQUEST']._serialized_start=510
-  _globals['_LISTMODELSREQUEST']._serialized_end=529
-  _globals['_MODELVERSION']._serialized_start=531
-  _globals['_MODELVERSION']._serialized_end=592
-  _globals['_MODEL']._serialized_start=595
-  _globals['_MODEL']._serialized_end=752
-  _globals['_MODEL_LABELSENTRY']._serialized_start=707
-  _globals['_MODEL_LABELSENTRY']._serialized_end=752
-  _globals['_LISTMODELSRESPONSE']._serialized_start=754
-  _globals['_LISTMODELSRESPONSE']._serialized_end=808
-  _globals['_IMGCLF']._serialized_start=811
-  _globals['_IMGCLF']._serialized_end=1073
+  _globals['_IMAGERESULT']._serialized_end=264
+  _globals['_CLASSIFYRESPONSE']._serialized_start=266
+  _globals['_CLASSIFYRESPONSE']._serialized_end=378
+  _globals['_SUBMITJOBREQUEST']._serialized_start=380
+  _globals['_SUBMITJOBREQUEST']._serialized_end=421
+  _globals['_GETJOBREQUEST']._serialized_start=423
+  _globals['_GETJOBREQUEST']._serialized_end=450
+  _globals['_CANCELJOBREQUEST']._serialized_start=452
+  _globals['_CANCELJOBREQUEST']._serialized_end=482
+  _globals['_JOB']._serialized_start=484
+  _globals['_JOB']._serialized_end=584
+  _globals['_LISTMODELSREQUEST']._serialized_start=586
+  _globals['_LISTMODELSREQUEST']._serialized_end=605
+  _globals['_MODELVERSION']._serialized_start=607
+  _globals['_MODELVERSION']._serialized_end=668
+  _globals['_MODEL']._serialized_start=671
+  _globals['_MODEL']._serialized_end=828
+  _globals['_MODEL_LABELSENTRY']._serialized_start=783
+  _globals['_MODEL_LABELSENTRY']._serialized_end=828
+  _globals['_LISTMODELSRESPONSE']._serialized_start=830
+  _globals['_LISTMODELSRESPONSE']._serialized_end=884
+  _globals['_IMGCLF']._serialized_start=887
+  _globals['_IMGCLF']._serialized_end=1207
 # @@protoc_insertion_point(module_scope)

@@ -49,6 +49,11 @@ class ImgclfStub:
                 request_serializer=imgclf_dot_v1_dot_imgclf__pb2.GetJobRequest.SerializeToString,
                 response_deserializer=imgclf_dot_v1_dot_imgclf__pb2.Job.FromString,
                 _registered_method=True)
+        self.CancelJob = channel.unary_unary(
+                '/imgclf.v1.Imgclf/CancelJob',
+                request_serializer=imgclf_dot_v1_dot_imgclf__pb2.CancelJobRequest.SerializeToString,
+                response_deserializer=imgclf_dot_v1_dot_imgclf__pb2.Job.FromString,
+                _registered_method=True)
         self.ListModels = channel.unary_unary(
                 '/imgclf.v1.Imgclf/ListModels',
                 request_serializer=imgclf_dot_v1_dot_imgclf__pb2.ListModelsRequest.SerializeToString,
@@ -79,6 +84,13 @@ class ImgclfServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CancelJob(self, request, context):
+        """A queued job never runs; a running one stops at its next batch (admin token).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListModels(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -101,6 +113,11 @@ def add_ImgclfServicer_to_server(servicer, server):
             'GetJob': grpc.unary_unary_rpc_method_handler(
                     servicer.GetJob,
                     request_deserializer=imgclf_dot_v1_dot_imgclf__pb2.GetJobRequest.FromString,
+                    response_serializer=imgclf_dot_v1_dot_imgclf__pb2.Job.SerializeToString,
+            ),
+            'CancelJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelJob,
+                    request_deserializer=imgclf_dot_v1_dot_imgclf__pb2.CancelJobRequest.FromString,
                     response_serializer=imgclf_dot_v1_dot_imgclf__pb2.Job.SerializeToString,
             ),
             'ListModels': grpc.unary_unary_rpc_method_handler(
@@ -189,6 +206,33 @@ class Imgclf:
             target,
             '/imgclf.v1.Imgclf/GetJob',
             imgclf_dot_v1_dot_imgclf__pb2.GetJobRequest.SerializeToString,
+            imgclf_dot_v1_dot_imgclf__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imgclf.v1.Imgclf/CancelJob',
+            imgclf_dot_v1_dot_imgclf__pb2.CancelJobRequest.SerializeToString,
             imgclf_dot_v1_dot_imgclf__pb2.Job.FromString,
             options,
             channel_credentials,

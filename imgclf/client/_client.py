@@ -1,0 +1,186 @@
+"""`Client`: one interface over REST or gRPC, with timeouts and retries."""
+
+from __future__ import annotations
+
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, BinaryIO, TypeVar
+
+from imgclf.client._errors import ServerUnavailable, TransportError
+from imgclf.client._types import Job, LabelScore, Prediction
+
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_RETRIES = 3
+DEFAULT_BACKOFF = 0.5
+
+ImageInput = bytes | str | Path | BinaryIO
+T = TypeVar("T")
+
+
+def _read(image: ImageInput) -> bytes:
+    if isinstance(image, bytes | bytearray):
+        return bytes(image)
+    if isinstance(image, str | Path):
+        return Path(image).read_bytes()
+    if hasattr(image, "read"):
+        return image.read()
+    raise TypeError(f"an image must be bytes, a path or a binary file, got {type(image)!r}")
+
+
+class Client:
+    """Predict, classify and retrain against an imgclf server.
+
+    Give `rest_url` (http://host:8501) or `grpc_target` (host:8500); with both, gRPC
+    is used. Requests that get 503 / UNAVAILABLE (or no answer) are retried with
+    exponential backoff; 4xx answers raise at once (see `imgclf.client` errors).
+    """
+
+    def __init__(
+        self,
+        rest_url: str | None = None,
+        grpc_target: str | None = None,
+        token: str | None = None,
+        *,
+        model: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        retries: int = DEFAULT_RETRIES,
+        backoff: float = DEFAULT_BACKOFF,
+    ) -> None:
+        if grpc_target:
+            from imgclf.client._grpc import GrpcTransport
+
+            self._transport = GrpcTransport(grpc_target, token, timeout)
+            self.protocol = "grpc"
+        elif rest_url:
+            from imgclf.client._rest import RestTransport
+
+            self._transport = RestTransport(rest_url, token, timeout)
+            self.protocol = "rest"
+        else:
+            raise ValueError("give rest_url (http://host:8501) or grpc_target (host:8500)")
+        self.model = model
+        self.retries = max(0, retries)
+        self.backoff = backoff
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._transport.close()
+
+    def _retry(self, call: Callable[[], T]) -> T:
+        for attempt in range(self.retries + 1):
+            try:
+                return call()
+            except (ServerUnavailable, TransportError):
+                if attempt == self.retries:
+                    raise
+                time.sleep(self.backoff * 2**attempt)
+        raise AssertionError("unreachable")
+
+    def _model(self, model: str | None) -> str:
+        name = model or self.model
+        if not name:
+            raise ValueError("give model=... here or when creating the Client")
+        return name
+
+    def predict(
+        self,
+        images: Iterable[ImageInput],
+        *,
+        model: str | None = None,
+        version: int | None = None,
+        label: str | None = None,
+    ) -> list[Prediction]:
+        """One Prediction per image (top label, its score, every class's score)."""
+        data = [_read(image) for image in images]
+        name = self._model(model)
+        return self._retry(lambda: self._transport.predict(name, data, version, label))
+
+    def classify(
+        self,
+        images: Iterable[ImageInput],
+        top_k: int = 5,
+        *,
+        model: str | None = None,
+        version: int | None = None,
+        label: str | None = None,
+    ) -> list[list[LabelScore]]:
+        """The top_k labels per image, best first."""
+        return [
+            p.top(top_k) for p in self.predict(images, model=model, version=version, label=label)
+        ]
+
+    def submit_job(
+        self,
+        data: str,
+        *,
+        model: str | None = None,
+        idempotency_key: str | None = None,
+        **config: Any,
+    ) -> Job:
+        """Queue a retrain of `model` on `data` (a path under the server's data roots).
+
+        A retried submission cannot create a second job: an idempotency key is made
+        up when none is given.
+        """
+        document = {
+            "name": self._model(model),
+            "data": data,
+            **config,
+            "idempotency_key": idempotency_key or f"client-{uuid.uuid4().hex}",
+        }
+        return self._retry(lambda: self._transport.submit_job(document))
+
+    def job(self, job_id: str) -> Job:
+        return self._retry(lambda: self._transport.job(job_id))
+
+    def cancel(self, job_id: str) -> Job:
+        return self._retry(lambda: self._transport.cancel(job_id))
+
+    def wait(
+        self, job_id: str, *, progress: bool = True, timeout: float | None = None, poll: float = 1.0
+    ) -> Job:
+        """Poll until the job ends; with progress, a bar on stderr. Returns the final Job."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        bar = None
+        try:
+            while True:
+                job = self.job(job_id)
+                if progress:
+                    bar = _show(bar, job)
+                if job.done:
+                    return job
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(f"job {job_id} still {job.status} after {timeout}s")
+                time.sleep(poll)
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def models(self) -> list[dict[str, Any]]:
+        return self._retry(self._transport.models)
+
+
+def _show(bar, job: Job):
+    from tqdm import tqdm
+
+    info = job.progress or {}
+    if info.get("stage") == "train":
+        total = info["epochs"] * info["steps"]
+        desc = f"{job.id[:8]} phase {info['phase']}"
+        if bar is None or bar.total != total or bar.desc != desc:
+            if bar is not None:
+                bar.close()
+            bar = tqdm(total=total, desc=desc, unit="step", file=sys.stderr)
+        bar.n = min(total, (info["epoch"] - 1) * info["steps"] + info["batch"])
+        bar.set_postfix(status=job.status, refresh=True)
+    elif bar is not None:
+        bar.set_postfix(status=job.status if not info else info.get("stage"), refresh=True)
+    return bar

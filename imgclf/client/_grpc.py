@@ -1,0 +1,96 @@
+"""gRPC transport: imgclf's own service (imgclf.v1.Imgclf), which needs no TensorFlow
+on the client side."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import grpc
+
+from imgclf.client._errors import ServerUnavailable, TransportError, for_status
+from imgclf.client._types import Job, Prediction, prediction_from_scores
+from imgclf.v1 import imgclf_pb2, imgclf_pb2_grpc
+
+_STATUS = {
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.FAILED_PRECONDITION: 409,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 413,
+}
+
+
+class GrpcTransport:
+    def __init__(self, target: str, token: str | None, timeout: float) -> None:
+        self.channel = grpc.insecure_channel(
+            target,
+            options=[
+                ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+                ("grpc.max_send_message_length", 64 * 1024 * 1024),
+            ],
+        )
+        self.stub = imgclf_pb2_grpc.ImgclfStub(self.channel)
+        self.timeout = timeout
+        self.metadata = [("authorization", f"Bearer {token}")] if token else []
+
+    def _call(self, method: str, request: Any) -> Any:
+        try:
+            return getattr(self.stub, method)(request, timeout=self.timeout, metadata=self.metadata)
+        except grpc.RpcError as exc:
+            code, details = exc.code(), exc.details() or str(exc.code())
+            if code == grpc.StatusCode.UNAVAILABLE or (
+                code == grpc.StatusCode.RESOURCE_EXHAUSTED and "overloaded" in details
+            ):
+                raise ServerUnavailable(details) from None
+            if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise TransportError(f"no answer within {self.timeout}s") from None
+            if code in _STATUS:
+                raise for_status(_STATUS[code], details) from None
+            raise TransportError(f"{code.name}: {details}") from None
+
+    def predict(
+        self, model: str, images: list[bytes], version: int | None, label: str | None
+    ) -> list[Prediction]:
+        request = imgclf_pb2.ClassifyRequest(model=model, images=images, top_k=1)
+        if version is not None:
+            request.version = version
+        elif label:
+            request.label = label
+        answer = self._call("Classify", request)
+        names = list(answer.class_names)
+        return [
+            prediction_from_scores(answer.model, answer.version, names, list(result.probabilities))
+            for result in answer.results
+        ]
+
+    def _job(self, message: Any) -> Job:
+        return Job.from_record(json.loads(message.record_json))
+
+    def submit_job(self, document: dict[str, Any]) -> Job:
+        return self._job(
+            self._call("SubmitJob", imgclf_pb2.SubmitJobRequest(document_json=json.dumps(document)))
+        )
+
+    def job(self, job_id: str) -> Job:
+        return self._job(self._call("GetJob", imgclf_pb2.GetJobRequest(id=job_id)))
+
+    def cancel(self, job_id: str) -> Job:
+        return self._job(self._call("CancelJob", imgclf_pb2.CancelJobRequest(id=job_id)))
+
+    def models(self) -> list[dict[str, Any]]:
+        answer = self._call("ListModels", imgclf_pb2.ListModelsRequest())
+        return [
+            {
+                "name": m.name,
+                "labels": dict(m.labels),
+                "versions": [
+                    {"version": v.version, "state": v.state, "error": v.error} for v in m.versions
+                ],
+            }
+            for m in answer.models
+        ]
+
+    def close(self) -> None:
+        self.channel.close()

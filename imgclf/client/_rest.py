@@ -1,0 +1,78 @@
+"""REST transport: imgclf's :upload endpoint for predictions (it returns every class's
+score and the version), /v1/jobs and /v1/models for the rest."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import requests
+
+from imgclf.client._errors import ServerUnavailable, TransportError, for_status
+from imgclf.client._types import Job, Prediction, prediction_from_scores
+
+_ALL_CLASSES = 100_000  # top_k larger than any class count: the server returns them all
+
+
+class RestTransport:
+    def __init__(self, base_url: str, token: str | None, timeout: float) -> None:
+        self.base = base_url.rstrip("/")
+        self.timeout = timeout
+        self.session = requests.Session()
+        if token:
+            self.session.headers["Authorization"] = f"Bearer {token}"
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self.session.request(
+                method, self.base + path, timeout=self.timeout, **kwargs
+            )
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise TransportError(f"no answer from {self.base}: {exc}") from None
+        if response.status_code == 503:
+            raise ServerUnavailable(_message(response))
+        if response.status_code >= 400:
+            raise for_status(response.status_code, _message(response))
+        return response.json()
+
+    def predict(
+        self, model: str, images: list[bytes], version: int | None, label: str | None
+    ) -> list[Prediction]:
+        path = (
+            f"/v1/models/{model}"
+            + (f"/versions/{version}" if version is not None else "")
+            + (f"/labels/{label}" if label else "")
+            + ":upload"
+        )
+        files = [("file", (f"image{i}", data)) for i, data in enumerate(images)]
+        answer = self._call("POST", path, files=files, params={"top_k": _ALL_CLASSES})
+        out = []
+        for result in answer["results"]:
+            names = [entry["label"] for entry in result["top"]]
+            scores = [entry["score"] for entry in result["top"]]
+            out.append(prediction_from_scores(answer["model"], answer["version"], names, scores))
+        return out
+
+    def submit_job(self, document: dict[str, Any]) -> Job:
+        return Job.from_record(self._call("POST", "/v1/jobs", json=document))
+
+    def job(self, job_id: str) -> Job:
+        return Job.from_record(self._call("GET", f"/v1/jobs/{job_id}"))
+
+    def cancel(self, job_id: str) -> Job:
+        return Job.from_record(self._call("DELETE", f"/v1/jobs/{job_id}"))
+
+    def models(self) -> list[dict[str, Any]]:
+        models = self._call("GET", "/v1/models")["models"]
+        return [
+            {"name": m["name"], "labels": m["labels"], "versions": m["versions"]} for m in models
+        ]
+
+    def close(self) -> None:
+        self.session.close()
+
+
+def _message(response: requests.Response) -> str:
+    try:
+        return response.json().get("error") or response.text
+    except ValueError:
+        return response.text or f"HTTP {response.status_code}"

@@ -1,0 +1,66 @@
+"""Result types shared by both transports, so REST and gRPC answers look the same."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+TERMINAL_STATUSES = frozenset({"succeeded", "failed", "rejected", "cancelled"})
+
+
+@dataclass(frozen=True)
+class LabelScore:
+    label: str
+    score: float
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One image's answer: the top label and every class's probability."""
+
+    label: str
+    score: float
+    scores: dict[str, float]
+    model: str
+    version: int
+
+    def top(self, k: int) -> list[LabelScore]:
+        ranked = sorted(self.scores.items(), key=lambda item: -item[1])[: max(1, k)]
+        return [LabelScore(label, score) for label, score in ranked]
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    status: str
+    name: str
+    version: int | None
+    error: str | None
+    progress: dict[str, Any] | None = None
+    record: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def done(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Job:
+        return cls(
+            id=record["id"],
+            status=record["status"],
+            name=record.get("name") or "",
+            version=record.get("version") or None,
+            error=record.get("error") or None,
+            progress=record.get("progress"),
+            record=record,
+        )
+
+
+def prediction_from_scores(
+    model: str, version: int, class_names: list[str], probabilities: list[float]
+) -> Prediction:
+    scores = {name: float(p) for name, p in zip(class_names, probabilities, strict=True)}
+    label = max(scores, key=scores.get)
+    return Prediction(
+        label=label, score=scores[label], scores=scores, model=model, version=int(version)
+    )
