@@ -26,6 +26,15 @@ def follow(store, job_id: str, out=sys.stderr) -> dict:
 
     bar = None
     phase = None
+    last_line = ""
+
+    def status_line(text: str) -> None:
+        nonlocal last_line
+        if text != last_line:
+            out.write(("\n" if last_line else "") + text)
+            out.flush()
+            last_line = text
+
     while True:
         record = store.get(job_id)
         progress = record.get("progress") or {}
@@ -34,12 +43,14 @@ def follow(store, job_id: str, out=sys.stderr) -> dict:
                 bar.close()
                 bar = None
             phase = None
-            out.write(f"\rjob {job_id[:12]}: {progress['stage']}   ")
-            out.flush()
+            status_line(f"job {job_id[:12]}: {progress['stage']}")
             progress = {}
         if progress and progress.get("phase") != phase:
             if bar is not None:
                 bar.close()
+            elif last_line:
+                out.write("\n")
+                last_line = ""
             phase = progress["phase"]
             total = progress["epochs"] * progress["steps"]
             bar = tqdm(
@@ -62,12 +73,11 @@ def follow(store, job_id: str, out=sys.stderr) -> dict:
             bar.set_postfix(shown, refresh=False)
             bar.refresh()
         elif bar is None and not record.get("progress"):
-            out.write(f"\rjob {job_id[:12]}: {record['status']}   ")
-            out.flush()
+            status_line(f"job {job_id[:12]}: {record['status']}")
         if record["status"] in TERMINAL:
             if bar is not None:
                 bar.close()
-            else:
+            elif last_line:
                 out.write("\n")
             return record
         time.sleep(_FOLLOW_POLL_S)

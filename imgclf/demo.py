@@ -2,8 +2,9 @@
 
 Makes a small generated image set, starts a worker, submits a training job
 through the queue (Redis when reachable, else the embedded SQLite broker), follows
-it, then classifies held-out images with the published version. Every process it
-starts is stopped before it returns.
+it with a progress bar, starts the server and classifies held-out images over REST
+and over gRPC with the Python client. Every process it starts is stopped before it
+returns (unless --keep-running leaves the server up).
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", default="none", help="'none' offline; 'imagenet' if online")
     parser.add_argument("--name", default="shapes")
     parser.add_argument("--embedded", action="store_true", help="skip Redis even if reachable")
+    parser.add_argument(
+        "--keep-running", action="store_true", help="leave the server up and say how to stop it"
+    )
 
 
 def redis_reachable(url: str) -> bool:
@@ -80,6 +84,10 @@ class Processes:
         self.children.append(child)
         return child
 
+    def detach(self, child: subprocess.Popen) -> None:
+        """Leave `child` running after the demo ends (--keep-running)."""
+        self.children.remove(child)
+
     def stop_all(self) -> None:
         for child in self.children:
             if child.poll() is None:
@@ -91,6 +99,35 @@ class Processes:
             except subprocess.TimeoutExpired:
                 os.killpg(child.pid, signal.SIGKILL)
                 child.wait()
+
+
+def _free_port(preferred: int) -> int:
+    import socket
+
+    for port in (preferred, 0):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return s.getsockname()[1]
+    raise RuntimeError("no free port")
+
+
+def _wait_ready(url: str, child: subprocess.Popen, log: Path, timeout: float) -> None:
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if child.poll() is not None:
+            raise RuntimeError(f"the server exited early; see {log}")
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"the server was not ready after {timeout}s; see {log}")
 
 
 def _wait_for_line(log: Path, text: str, child: subprocess.Popen, timeout: float) -> None:
@@ -164,16 +201,47 @@ def run_demo(args: argparse.Namespace, settings: Settings) -> int:
         print_record(final)
         if final["status"] != "succeeded":
             return 1
+        rest_port, grpc_port = _free_port(8501), _free_port(8500)
+        server_env = {
+            **env,
+            "IMGCLF_REST_PORT": str(rest_port),
+            "IMGCLF_GRPC_PORT": str(grpc_port),
+            "IMGCLF_HOST": "127.0.0.1",
+        }
+        server_log = workdir / "server.log"
+        server = processes.start(
+            [sys.executable, "-m", "imgclf.cli", "serve"], server_env, server_log
+        )
+        rest_url = f"http://127.0.0.1:{rest_port}"
+        _wait_ready(f"{rest_url}/readyz", server, server_log, timeout=120)
+        print(f"server: REST {rest_url}  gRPC 127.0.0.1:{grpc_port}  (log {server_log})")
+        _classify_holdout(args.name, holdout, rest_url, f"127.0.0.1:{grpc_port}")
+        print(f"\nversion {final['version']}; diagnosis: {final['diagnosis']['summary']}")
+        print(f"report: {final['report']}")
+        print(f"done in {time.monotonic() - started:.0f}s")
+        if args.keep_running:
+            processes.detach(server)
+            print(
+                f"\nthe server keeps running (pid {server.pid}); try\n"
+                f"  curl -s {rest_url}/v1/models/{args.name}\n"
+                f"stop it with: kill {server.pid}"
+            )
+        return 0
     finally:
         processes.stop_all()
-    from imgclf import repository
-    from imgclf.server.savedmodel import LoadedVersion
 
-    version_dir = repository.version_path(demo_settings.model_dir, args.name, final["version"])
-    loaded = LoadedVersion(version_dir)
-    print(f"\nheld-out images classified by {args.name} version {final['version']}:")
-    for image in sorted(holdout.iterdir()):
-        top = loaded.top_k(loaded.predict_bytes([image.read_bytes()]), 3)[0]
-        print(f"  {image.name:>14}: " + ", ".join(f"{p.label} {p.score:.2f}" for p in top))
-    print(f"\ndone in {time.monotonic() - started:.0f}s; open {final['report']} for the report")
-    return 0
+
+def _classify_holdout(name: str, holdout: Path, rest_url: str, grpc_target: str) -> None:
+    from imgclf.client import Client
+
+    images = sorted(holdout.iterdir())
+    for protocol, client in (
+        ("REST", Client(rest_url=rest_url, model=name)),
+        ("gRPC", Client(grpc_target=grpc_target, model=name)),
+    ):
+        with client:
+            predictions = client.predict(images)
+        print(f"\nheld-out images over {protocol} ({name} version {predictions[0].version}):")
+        for image, p in zip(images, predictions, strict=True):
+            top = ", ".join(f"{t.label} {t.score:.2f}" for t in p.top(3))
+            print(f"  {image.name:>14}: {top}")
