@@ -36,7 +36,7 @@ def test_train_then_predict(tmp_path, shapes_dir):
         "--set",
         "weights=none",
         "--set",
-        "head_epochs=2",
+        "head_epochs=5",
         "--set",
         "fine_tune_epochs=1",
         "--set",
@@ -47,6 +47,10 @@ def test_train_then_predict(tmp_path, shapes_dir):
     assert "published shapes version 1" in done.stdout
     assert "diagnosis:" in done.stdout
     assert "report: models/shapes/1/report/report.html" in done.stdout
+    # The local command goes through the promotion gate too: version 1 becomes stable.
+    assert json.loads((tmp_path / "models/shapes/labels.json").read_text())["labels"] == {
+        "stable": 1
+    }
     image = next((shapes_dir / "circle").glob("*.jpg"))
     done = imgclf(
         "predict", "--model-dir", "models", "--name", "shapes", "--json", str(image), cwd=tmp_path
