@@ -28,6 +28,12 @@ def test_progressive_jpeg_and_gif_frames():
     assert info.frames == 3 and info.pixels == 16 * 16 * 3
 
 
+def test_webp_is_sniffed_like_the_model_decodes_it():
+    for kwargs in ({"lossless": True}, {"quality": 80}):
+        info = sniff(encode(Image.fromarray(rgb_array(30, 50)), "WEBP", **kwargs))
+        assert (info.format, info.width, info.height) == ("webp", 50, 30)
+
+
 def test_unknown_or_truncated_bytes():
     assert sniff(b"hello") is None
     assert sniff(b"") is None

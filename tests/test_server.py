@@ -171,7 +171,7 @@ def test_grpc_classify_own_service_health_and_reflection(srv):
 @pytest.mark.parametrize(
     ("body", "status", "message"),
     [
-        ({"instances": [{"b64": "aGVsbG8="}]}, 400, "not a JPEG, PNG, GIF or BMP"),
+        ({"instances": [{"b64": "aGVsbG8="}]}, 400, "not a JPEG, PNG, GIF, BMP or WebP"),
         ({"instances": [{"b64": "***"}]}, 400, "invalid base64"),
         ({"instances": ["plain string"]}, 400, "b64"),
         ({"instances": []}, 400, "no images"),
@@ -206,6 +206,10 @@ def test_bad_json_unknown_model_and_limits(srv):
         f"{srv.base}/v1/models/shapes:predict", data=b"x" * (3 * 1024 * 1024), timeout=30
     )
     assert huge.status_code == 413
+    deep = requests.post(
+        f"{srv.base}/v1/models/shapes:predict", data=b"[" * 100_000 + b"]" * 100_000, timeout=10
+    )
+    assert deep.status_code == 400
     corrupt_png = png(rgb_array(20, 20))[:60]  # valid header, truncated body
     assert rest_predict(srv, {"instances": [b64(corrupt_png)]}).status_code == 400
     # The server is still healthy and answers good requests afterwards.
@@ -231,6 +235,17 @@ def test_bad_grpc_input_maps_to_grpc_codes(srv):
     with pytest.raises(grpc.RpcError) as info:
         stub.Predict(request, 10)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    huge = predict_pb2.PredictRequest()
+    huge.model_spec.name = "shapes"
+    huge.model_spec.signature_name = "predict_images"
+    proto = huge.inputs["images"]
+    proto.dtype = tf.float32.as_datatype_enum
+    for size in (1_000_000, 32, 32, 3):  # declares 3 billion floats, carries one
+        proto.tensor_shape.dim.add(size=size)
+    proto.float_val.append(0.0)
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Predict(huge, 10)
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert grpc_predict(srv, srv.images[:1]).model_spec.version.value == 1
 
 

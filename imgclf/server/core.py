@@ -75,7 +75,7 @@ class DataPlane:
                 raise BadImageError(f"image {i}: empty or not bytes")
             info = sniff(bytes(image))
             if info is None:
-                raise BadImageError(f"image {i}: not a JPEG, PNG, GIF or BMP image")
+                raise BadImageError(f"image {i}: not a JPEG, PNG, GIF, BMP or WebP image")
             if info.pixels > self.settings.max_image_pixels:
                 raise PayloadTooLarge(
                     f"image {i}: {info.width}x{info.height} pixels is over the limit of "

@@ -27,7 +27,7 @@ from tensorflow_serving.apis import (
 )
 
 from imgclf import contract
-from imgclf.errors import ImgclfError, InvalidInput
+from imgclf.errors import ImgclfError, InvalidInput, PayloadTooLarge
 from imgclf.server.auth import Auth, bearer
 from imgclf.server.control import ControlPlane
 from imgclf.server.core import DataPlane, Prediction, Target
@@ -134,8 +134,19 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                 f"signature {signature!r} takes exactly one input {name!r}"
                 + (f"; unknown {sorted(extra)}" if extra else "")
             )
+        proto = request.inputs[name]
+        declared = 1
+        for dim in proto.tensor_shape.dim:
+            declared *= max(0, dim.size)
+        limit = self.data.settings.max_images_per_request
+        if signature == contract.PREDICT_IMAGES:  # float32: no more than the body could carry
+            limit = self.data.settings.max_request_bytes // 4
+        if declared > limit:
+            raise PayloadTooLarge(
+                f"input {name!r} declares {declared} elements; the limit is {limit}"
+            )
         try:
-            array = tf.make_ndarray(request.inputs[name])
+            array = tf.make_ndarray(proto)
         except Exception:
             raise InvalidInput(f"input {name!r} is not a valid TensorProto") from None
         if signature == contract.SERVING_DEFAULT:

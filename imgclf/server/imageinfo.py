@@ -1,7 +1,7 @@
 """Image size from the header alone, so decompression bombs are refused before decoding.
 
-Covers the formats the model's preprocess accepts: JPEG, PNG, GIF and BMP. Returns
-None for anything else (the preprocess then refuses it with a clear message).
+Covers the formats the model's preprocess decodes: JPEG, PNG, GIF, BMP and WebP
+(TensorFlow's decode_image reads WebP too). Returns None for anything else.
 """
 
 from __future__ import annotations
@@ -80,6 +80,23 @@ def _jpeg(data: bytes) -> ImageInfo | None:
     return None
 
 
+def _webp(data: bytes) -> ImageInfo | None:
+    chunk = data[12:16]
+    if chunk == b"VP8 " and len(data) >= 30:
+        width, height = struct.unpack("<HH", data[26:30])
+        return ImageInfo("webp", width & 0x3FFF, height & 0x3FFF)
+    if chunk == b"VP8L" and len(data) >= 25:
+        bits = int.from_bytes(data[21:25], "little")
+        return ImageInfo("webp", (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1)
+    if chunk == b"VP8X" and len(data) >= 30:
+        width = int.from_bytes(data[24:27], "little") + 1
+        height = int.from_bytes(data[27:30], "little") + 1
+        animated = bool(data[20] & 0x02)
+        frames = data.count(b"ANMF") if animated else 1
+        return ImageInfo("webp", width, height, max(1, frames))
+    return None
+
+
 def sniff(data: bytes) -> ImageInfo | None:
     """Format and dimensions from the first bytes, without decoding pixels."""
     if data[:3] == b"\xff\xd8\xff":
@@ -97,4 +114,6 @@ def sniff(data: bytes) -> ImageInfo | None:
         else:
             width, height = struct.unpack("<ii", data[18:26])
         return ImageInfo("bmp", abs(width), abs(height))
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return _webp(data)
     return None

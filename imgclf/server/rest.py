@@ -92,7 +92,7 @@ def create_app(data: DataPlane, control: ControlPlane, auth: Auth) -> Flask:
             raise PayloadTooLarge("request body too large")
         try:
             return json.loads(request.get_data(cache=False) or b"null")
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise InvalidInput("the request body is not valid JSON") from None
 
     # ---- TensorFlow Serving API ---------------------------------------------------

@@ -59,7 +59,7 @@ class LoadedVersion:
                 **{contract.INPUT_IMAGE_BYTES: tf.constant(image, dtype=tf.string)}
             )
         except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError) as exc:
-            raise BadImageError("not a decodable JPEG, PNG, GIF or BMP image") from exc
+            raise BadImageError("not a decodable JPEG, PNG, GIF, BMP or WebP image") from exc
         return out[contract.OUTPUT_IMAGE].numpy()
 
     def predict_images(self, images: np.ndarray) -> np.ndarray:
@@ -76,7 +76,7 @@ class LoadedVersion:
                 **{contract.INPUT_IMAGE_BYTES: tf.constant(list(images), dtype=tf.string)}
             )
         except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError) as exc:
-            raise BadImageError("not a decodable JPEG, PNG, GIF or BMP image") from exc
+            raise BadImageError("not a decodable JPEG, PNG, GIF, BMP or WebP image") from exc
         return out[contract.OUTPUT_PROBABILITIES].numpy()
 
     def top_k(self, probabilities: np.ndarray, k: int) -> list[list[Prediction]]:
