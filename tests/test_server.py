@@ -98,6 +98,11 @@ def test_tf_serving_request_formats(srv):
         cols["outputs"]["probabilities"][0], abs=1e-6
     )
     assert bare["outputs"]["labels"] == cols["outputs"]["labels"]
+    wrapped = base64.encodebytes(one).decode()  # what `base64 file.jpg` prints: 76-char lines
+    urlsafe = base64.urlsafe_b64encode(one).decode()
+    for text in (wrapped, urlsafe):
+        same = rest_predict(srv, {"instances": [{"b64": text}]}).json()
+        assert same["predictions"][0]["labels"] == rows["predictions"][0]["labels"]
     pinned = rest_predict(srv, {"instances": [b64(one)]}, path="shapes/versions/1")
     assert pinned.status_code == 200
     classify = requests.post(

@@ -20,8 +20,12 @@ from imgclf.errors import InvalidInput
 
 def _b64(value: Any, where: str) -> bytes:
     if isinstance(value, dict) and set(value) == {"b64"} and isinstance(value["b64"], str):
+        # Line breaks (`base64` without -w0) and the URL-safe alphabet are both accepted.
+        text = "".join(value["b64"].split())
+        if "-" in text or "_" in text:
+            text = text.replace("-", "+").replace("_", "/")
         try:
-            return base64.b64decode(value["b64"], validate=True)
+            return base64.b64decode(text, validate=True)
         except (binascii.Error, ValueError):
             raise InvalidInput(f"{where}: invalid base64 in 'b64'") from None
     raise InvalidInput(
