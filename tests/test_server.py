@@ -76,7 +76,12 @@ def test_rest_and_grpc_equal_plain_saved_model(srv):
     rest = rest_predict(srv, {"instances": [b64(i) for i in srv.images]})
     assert rest.status_code == 200, rest.text
     rest_probs = np.array([p["probabilities"] for p in rest.json()["predictions"]])
-    response = grpc_predict(srv, srv.images)
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(srv.channel)
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "shapes"
+    request.inputs["image_bytes"].CopyFrom(tf.make_tensor_proto(srv.images))
+    response, call = stub.Predict.with_call(request, 30, metadata=[("x-request-id", "abc-1")])
+    assert ("x-request-id", "abc-1") in call.trailing_metadata()
     grpc_probs = tf.make_ndarray(response.outputs["probabilities"])
     np.testing.assert_allclose(rest_probs, expected, atol=1e-5)
     np.testing.assert_allclose(grpc_probs, expected, atol=1e-5)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
+import uuid
 from collections.abc import Callable
 from concurrent import futures
 
@@ -34,6 +36,8 @@ from imgclf.server.core import DataPlane, Prediction, Target
 from imgclf.v1 import imgclf_pb2, imgclf_pb2_grpc
 
 log = logging.getLogger(__name__)
+access = logging.getLogger("imgclf.server.access")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 # One table maps the project's HTTP-style statuses to gRPC codes.
 GRPC_CODES = {
@@ -63,25 +67,46 @@ def _handle(data: DataPlane, protocol: str = "grpc"):
     def wrap(method: Callable) -> Callable:
         def call(self, request, context):
             started = time.monotonic()
-            target = None
+            rid = request_id(context)
+            target, version, code = None, None, 200
             try:
                 response, target, version = method(self, request, context)
+                return response
             except ImgclfError as exc:
-                target = getattr(exc, "target", None)
-                if target is not None:
-                    data.record(target, protocol, exc.status, None, started)
+                target, code = getattr(exc, "target", None), exc.status
                 context.abort(grpc_code(exc), str(exc))
             except Exception:
-                log.exception("unhandled error in %s", method.__name__)
-                context.abort(grpc.StatusCode.INTERNAL, "internal error")
-            if target is not None:
-                data.record(target, protocol, 200, version, started)
-            return response
+                code = 500
+                log.exception("unhandled error in %s (request %s)", method.__name__, rid)
+                context.abort(grpc.StatusCode.INTERNAL, f"internal error (request {rid})")
+            finally:
+                if target is not None:
+                    data.record(target, protocol, code, version, started)
+                access.info(
+                    json.dumps(
+                        {
+                            "request_id": rid,
+                            "rpc": method.__name__,
+                            "status": code,
+                            "ms": round((time.monotonic() - started) * 1000, 2),
+                            "model": target.name if target else None,
+                            "version": version,
+                        }
+                    )
+                )
 
         call.__name__ = method.__name__
         return call
 
     return wrap
+
+
+def request_id(context: grpc.ServicerContext) -> str:
+    """The caller's x-request-id, or a new one; sent back in the trailing metadata."""
+    given = next((v for k, v in context.invocation_metadata() if k == "x-request-id"), "")
+    rid = given if _REQUEST_ID.match(given or "") else uuid.uuid4().hex
+    context.set_trailing_metadata((("x-request-id", rid),))
+    return rid
 
 
 def _token(context: grpc.ServicerContext) -> str | None:
