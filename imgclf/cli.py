@@ -183,6 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     from imgclf import cli_models, cli_queue
 
     cli_queue.add_commands(sub)
+    from imgclf import cli_experiments
+
+    cli_experiments.add_commands(sub)
     cli_models.add_commands(sub)
     return parser
 

@@ -6,14 +6,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from imgclf.errors import Conflict, Unavailable
+from imgclf.errors import Conflict, InvalidInput, Unavailable
 from imgclf.jobs.spec import TERMINAL, parse_job, resolve_data_path
 from imgclf.jobs.store import JobStore, new_job_id, now_iso
 from imgclf.settings import Settings
 
 TRAIN_TASK = "imgclf.train"
+SEARCH_TASK = "imgclf.search"
+KFOLD_TASK = "imgclf.kfold"
+# Each kind has its own stable task name, so deployments can route kinds to their own
+# queues (a search is long; it may belong on a GPU queue).
+KIND_TASKS = {"train": TRAIN_TASK, "search": SEARCH_TASK, "kfold": KFOLD_TASK}
 
-Sender = Callable[[str], None]
+# send(job_id, kind): queue the job's task. The record is stored before it is called.
+Sender = Callable[[str, str], None]
 
 
 def submit_job(
@@ -42,13 +48,14 @@ def submit_job(
         "diagnosis": None,
         "promotion": None,
         "report": None,
+        "result": None,  # search: ranked trials and best config; kfold: per-fold and mean
         "error": None,
         "cancel_requested": False,
     }
     record, created = store.create(record, spec.idempotency_key)
     if created:
         try:
-            send(job_id)
+            send(job_id, spec.kind)
         except Exception as exc:  # broker down: say so, and do not leave a phantom job
             store.transition(
                 job_id,
@@ -76,13 +83,21 @@ def cancel_job(store: JobStore, job_id: str) -> dict[str, Any]:
     return record
 
 
+def task_for(kind: str) -> str:
+    """The Celery task name that runs jobs of `kind`."""
+    try:
+        return KIND_TASKS[kind]
+    except KeyError:
+        raise InvalidInput(f"unknown job kind {kind!r}; known: {', '.join(KIND_TASKS)}") from None
+
+
 def celery_sender(settings: Settings) -> Sender:
     """Queue by task name, so submitters never import the worker (or TensorFlow)."""
     from imgclf.worker.celery_app import make_celery
 
     app = make_celery(settings)
 
-    def send(job_id: str) -> None:
-        app.send_task(TRAIN_TASK, args=[job_id], queue=settings.queue)
+    def send(job_id: str, kind: str) -> None:
+        app.send_task(task_for(kind), args=[job_id], queue=settings.queue)
 
     return send

@@ -6,7 +6,10 @@ candidate never trained on. The candidate is promoted when
   - its parity check passed (the export step refuses to get here otherwise),
   - its accuracy beats chance by `min_over_chance` (always, first version included),
   - its accuracy is at most `tolerance` below stable's, and
-  - no class's recall is more than `max_recall_drop` below stable's.
+  - no class's recall is more than `max_recall_drop` below stable's, and
+  - when `min_gain` is set (a k-fold job's fold-to-fold standard deviation of
+    accuracy), its accuracy beats stable's by more than that: a gain smaller than
+    the noise between folds is not evidence of a better model.
 If stable was trained on some of these images (the data was not new), the
 comparison favours stable, which errs on the side of keeping what is live.
 If the class sets differ, the versions cannot be compared and only the chance
@@ -36,6 +39,7 @@ class GateRules:
     tolerance: float = 0.005
     max_recall_drop: float = 0.10
     min_over_chance: float = 0.15
+    min_gain: float | None = None  # set by k-fold jobs: the fold-to-fold std of accuracy
 
 
 def evaluate_version(version_dir: Path, dataset: Dataset, top_k: int) -> dict | None:
@@ -73,6 +77,11 @@ def decide(candidate: dict, stable: dict | None, classes: list[str], rules: Gate
                 f"accuracy {accuracy:.1%} is below stable's {stable['accuracy']:.1%} by more "
                 f"than {rules.tolerance:.1%}"
             )
+        if rules.min_gain is not None and accuracy <= stable["accuracy"] + rules.min_gain:
+            reasons.append(
+                f"accuracy {accuracy:.1%} does not beat stable's {stable['accuracy']:.1%} by "
+                f"more than the fold-to-fold noise ({rules.min_gain:.1%})"
+            )
         for name in classes:
             drop = stable["per_class"][name]["recall"] - candidate["per_class"][name]["recall"]
             recall_drops[name] = round(drop, 6)
@@ -80,6 +89,13 @@ def decide(candidate: dict, stable: dict | None, classes: list[str], rules: Gate
                 reasons.append(
                     f"recall of {name!r} drops by {drop:.1%} (allowed {rules.max_recall_drop:.0%})"
                 )
+    applied = {
+        "tolerance": rules.tolerance,
+        "max_recall_drop": rules.max_recall_drop,
+        "min_over_chance": rules.min_over_chance,
+    }
+    if rules.min_gain is not None:
+        applied["min_gain"] = rules.min_gain
     return {
         "decision": "reject" if reasons else "promote",
         "reasons": reasons,
@@ -88,11 +104,7 @@ def decide(candidate: dict, stable: dict | None, classes: list[str], rules: Gate
         if stable is None
         else {"accuracy": stable["accuracy"], "macro_f1": stable["macro_f1"]},
         "recall_drops": recall_drops,
-        "rules": {
-            "tolerance": rules.tolerance,
-            "max_recall_drop": rules.max_recall_drop,
-            "min_over_chance": rules.min_over_chance,
-        },
+        "rules": applied,
     }
 
 

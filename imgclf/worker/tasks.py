@@ -1,4 +1,9 @@
-"""Celery tasks, by stable names. Thin: take the job id, run it, report."""
+"""Celery tasks, by stable names. Thin: take the job id, run it, report.
+
+One task per job kind (`imgclf.train`, `imgclf.search`, `imgclf.kfold`) so deployments
+can route kinds to their own queues; all three run the job the same way, and the job's
+child process picks the work from the record's kind.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,8 @@ import threading
 
 from celery import Celery
 
-from imgclf.jobs.service import TRAIN_TASK
-from imgclf.jobs.store import JobStore
+from imgclf.jobs.service import KIND_TASKS, task_for
+from imgclf.jobs.store import JobNotFound, JobStore
 from imgclf.settings import Settings
 from imgclf.worker.runner import Busy, requeue_orphans, run_job
 
@@ -16,8 +21,13 @@ log = logging.getLogger(__name__)
 
 
 def register_tasks(app: Celery, settings: Settings, store: JobStore) -> None:
-    @app.task(name=TRAIN_TASK, bind=True, acks_late=True, max_retries=None)
-    def train(self, job_id: str) -> str:
+    for task_name in KIND_TASKS.values():
+        _register(app, task_name, settings, store)
+
+
+def _register(app: Celery, task_name: str, settings: Settings, store: JobStore) -> None:
+    @app.task(name=task_name, bind=True, acks_late=True, max_retries=None)
+    def run(self, job_id: str) -> str:
         try:
             return run_job(job_id, settings, store)
         except Busy:
@@ -30,7 +40,11 @@ def start_janitor(app: Celery, settings: Settings, store: JobStore) -> threading
     stop = threading.Event()
 
     def send(job_id: str) -> None:
-        app.send_task(TRAIN_TASK, args=[job_id], queue=settings.queue)
+        try:
+            kind = store.get(job_id).get("kind") or "train"
+        except JobNotFound:
+            return
+        app.send_task(task_for(kind), args=[job_id], queue=settings.queue)
 
     def loop() -> None:
         while not stop.wait(settings.janitor_interval):

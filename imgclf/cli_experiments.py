@@ -1,0 +1,221 @@
+"""`imgclf search | kfold`: hyperparameter search and cross-validation as queue jobs.
+
+Both build a job document (config file, `--set` overrides, then the flags below),
+submit it like `imgclf submit`, and with `--follow` show progress until it ends and
+print the ranked trials or the per-fold table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any, TextIO
+
+from imgclf.settings import Settings
+
+_FOLLOW_POLL_S = 1.0
+
+
+def _submit(args: argparse.Namespace, settings: Settings, kind: str, flags: dict) -> int:
+    from imgclf.cli_queue import print_record
+    from imgclf.config import load_config_file, parse_overrides
+    from imgclf.jobs.service import celery_sender, submit_job
+    from imgclf.jobs.store import open_store
+
+    document = load_config_file(args.config) if args.config else {}
+    document.update(parse_overrides(args.set or []))
+    document.update({k: v for k, v in flags.items() if v is not None})
+    document.update({"kind": kind, "name": args.name, "data": args.data})
+    if args.idempotency_key:
+        document["idempotency_key"] = args.idempotency_key
+    store = open_store(settings.result_backend, settings.key_prefix)
+    record = submit_job(document, settings=settings, store=store, send=celery_sender(settings))
+    print(f"job {record['id']} {record['status']} ({kind})")
+    if not args.follow:
+        return 0
+    final = follow_experiment(store, record["id"])
+    print_result(final)
+    print_record(final)
+    return 0 if final["status"] == "succeeded" else 1
+
+
+def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
+    flags = {
+        "tuner": args.tuner,
+        "objective": args.objective,
+        "max_trials": args.max_trials,
+        "trial_epochs": args.trial_epochs,
+        "max_search_seconds": args.max_seconds,
+        "then_train": True if args.then_train else None,
+    }
+    return _submit(args, settings, "search", flags)
+
+
+def cmd_kfold(args: argparse.Namespace, settings: Settings) -> int:
+    flags = {
+        "folds": args.folds,
+        "then_train": True if args.then_train else None,
+        "fold_noise_gate": True if args.fold_noise_gate else None,
+    }
+    return _submit(args, settings, "kfold", flags)
+
+
+def _metrics(metrics: dict) -> str:
+    shown = {
+        k: metrics[k] for k in ("loss", "accuracy", "val_loss", "val_accuracy") if k in metrics
+    }
+    return " ".join(f"{k} {v:.3f}" for k, v in shown.items())
+
+
+def describe_progress(record: dict) -> str:
+    """One status line for a search or k-fold job record."""
+    progress = record.get("progress") or {}
+    parts = []
+    if "trial" in progress:
+        parts.append(
+            f"trial {progress['trial']} ({progress['trials_done']}/"
+            f"{progress['trials_planned']} done)"
+        )
+    if "fold" in progress:
+        parts.append(f"fold {progress['fold']}/{progress['folds']}")
+    if progress.get("final"):
+        parts.append("training the chosen config")
+    stage = progress.get("stage")
+    if stage == "train":
+        parts.append(
+            f"phase {progress['phase']} epoch {progress['epoch']}/{progress['epochs']} "
+            f"batch {progress['batch']}/{progress['steps']} "
+            + _metrics(progress.get("metrics") or {})
+        )
+    elif stage:
+        parts.append(stage)
+    best = (record.get("result") or {}).get("best")
+    if best:
+        objective = record["result"]["objective"]
+        parts.append(f"best {objective} {best['objective']:.4f} (trial {best['trial_id']})")
+    return (
+        f"job {record['id'][:12]} {record['status']}"
+        + (": " if parts else "")
+        + ", ".join(p.strip() for p in parts)
+    )
+
+
+def follow_experiment(store: Any, job_id: str, out: TextIO = sys.stderr) -> dict:
+    """Show one updating status line until the job ends; returns the final record."""
+    from imgclf.jobs.spec import TERMINAL
+
+    last = ""
+    tty = out.isatty()
+    while True:
+        record = store.get(job_id)
+        line = describe_progress(record)
+        if line != last:
+            out.write(f"\r{line[:150]:<150}" if tty else line + "\n")
+            out.flush()
+            last = line
+        if record["status"] in TERMINAL:
+            if tty:
+                out.write("\n")
+            return record
+        time.sleep(_FOLLOW_POLL_S)
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+def search_table(result: dict) -> list[str]:
+    """The ranked trials as text lines, best first."""
+    lines = [
+        f"{'rank':>4}  {'trial':<6} {result['objective']:>12}  {'val_acc':>7}  {'epochs':>6}  "
+        f"{'status':<9}  hyperparameters"
+    ]
+    for row in result["trials"]:
+        objective = "-" if row["objective"] is None else f"{row['objective']:.4f}"
+        accuracy = "-" if row["val_accuracy"] is None else f"{row['val_accuracy']:.1%}"
+        values = " ".join(f"{k}={_value(v)}" for k, v in row["hyperparameters"].items())
+        lines.append(
+            f"{row['rank'] or '-':>4}  {row['trial_id']:<6} {objective:>12}  {accuracy:>7}  "
+            f"{row['epochs']:>6}  {row['status']:<9}  {values}"
+            + (f"  ({row['error']})" if row["error"] else "")
+        )
+    return lines
+
+
+def kfold_table(result: dict) -> list[str]:
+    """Per-fold metrics, then mean ± standard deviation."""
+    lines = [
+        f"{'fold':>4}  {'train':>5}  {'val':>4}  {'held-out':>8}  {'accuracy':>8}  "
+        f"{'macro F1':>8}  {'loss':>7}  best epoch"
+    ]
+    for fold in result["per_fold"]:
+        m, c = fold["metrics"], fold["counts"]
+        lines.append(
+            f"{fold['fold']:>4}  {c['train']:>5}  {c['val']:>4}  {c['held_out']:>8}  "
+            f"{m['accuracy']:>8.1%}  {m['macro_f1']:>8.3f}  {m['loss']:>7.3f}  "
+            f"{fold['best_epoch']}/{fold['epochs']}"
+        )
+    mean, std = result["mean"], result["std"]
+    if mean:
+
+        def spread(name: str, shown: str) -> str:
+            value = std.get(name)
+            return f"{mean[name]:{shown}}" + ("" if value is None else f" ± {value:{shown}}")
+
+        lines.append(
+            f"mean over {result['completed']} folds: accuracy {spread('accuracy', '.1%')}, "
+            f"macro F1 {spread('macro_f1', '.3f')}, loss {spread('loss', '.3f')} "
+            "(± = standard deviation across folds)"
+        )
+    return lines
+
+
+def print_result(record: dict) -> None:
+    result = record.get("result")
+    if not result:
+        return
+    if record.get("kind") == "search":
+        print("\n".join(search_table(result)))
+        if result.get("best_config"):
+            best = result["best"]["hyperparameters"]
+            print("best config: " + ", ".join(f"{k}={_value(v)}" for k, v in best.items()))
+    elif record.get("kind") == "kfold":
+        print("\n".join(kfold_table(result)))
+        if result.get("curves"):
+            print(f"learning curves: {result['curves']}")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, help="data path under IMGCLF_DATA_ROOTS")
+    parser.add_argument("--name", required=True, help="model name (for --then-train)")
+    parser.add_argument("--config", help="JSON or YAML job document (config, search_space, ...)")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE")
+    parser.add_argument("--idempotency-key", help="same key -> same job")
+    parser.add_argument("--then-train", action="store_true", help="then train and publish")
+    parser.add_argument("--follow", action="store_true", help="show progress until it ends")
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    search = sub.add_parser(
+        "search", help="queue a hyperparameter search (Keras Tuner) over a declared space"
+    )
+    _common(search)
+    search.add_argument("--tuner", choices=["hyperband", "random", "bayesian"])
+    search.add_argument("--objective", choices=["val_loss", "val_accuracy"])
+    search.add_argument("--max-trials", type=int)
+    search.add_argument("--trial-epochs", type=int, help="epochs per trial, both phases")
+    search.add_argument("--max-seconds", type=int, help="start no trial after this many seconds")
+    search.set_defaults(func=cmd_search)
+
+    kfold = sub.add_parser("kfold", help="queue a stratified K-fold cross-validation of a config")
+    _common(kfold)
+    kfold.add_argument("--folds", type=int, help="K (default 5)")
+    kfold.add_argument(
+        "--fold-noise-gate",
+        action="store_true",
+        help="with --then-train: beat stable by more than the fold-to-fold noise",
+    )
+    kfold.set_defaults(func=cmd_kfold)

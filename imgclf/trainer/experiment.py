@@ -1,0 +1,175 @@
+"""What search trials and cross-validation folds share: one config trained on given
+train/validation samples through the normal input pipeline and two-phase loop, then
+scored on samples it did not train on.
+
+The training itself is `train_phases`, the same loop `train_and_export` runs, fed by
+`make_dataset` with the one preprocess function; only which samples go where differs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from imgclf.config import TrainConfig
+from imgclf.trainer.data import Dataset, Sample, class_weights, load_dataset
+from imgclf.trainer.metrics import classification_metrics
+from imgclf.trainer.model import Classifier, build_classifier
+from imgclf.trainer.pipeline import label_indices, make_dataset
+from imgclf.trainer.preprocessing import (
+    PreprocessFn,
+    image_problem,
+    make_augmenter,
+    make_preprocess,
+)
+from imgclf.trainer.training import Hooks, RunState, train_phases
+
+log = logging.getLogger(__name__)
+
+IDENTITY_FILE = "identity.json"
+
+
+def scan(config: TrainConfig, data: str | Path) -> tuple[Dataset, PreprocessFn]:
+    """Load and split the data once, as `train_and_export` would with the same config.
+
+    Returns the dataset and the preprocess function every pipeline of the experiment uses.
+    """
+    preprocess = make_preprocess(config.image_size)
+    dataset = load_dataset(
+        data,
+        val_fraction=config.val_fraction,
+        test_fraction=config.test_fraction,
+        seed=config.seed,
+        is_image=lambda p: image_problem(preprocess, p),
+    )
+    for warning in dataset.warnings:
+        log.warning(warning)
+    return dataset, preprocess
+
+
+def _eval_ds(
+    samples: Sequence[Sample], classes: Sequence[str], preprocess: PreprocessFn, config: TrainConfig
+) -> tf.data.Dataset:
+    return make_dataset(
+        samples,
+        classes,
+        preprocess,
+        image_size=config.image_size,
+        batch_size=config.batch_size,
+        training=False,
+        cache_mb=config.cache_images_mb,
+    )
+
+
+def fit(
+    config: TrainConfig,
+    *,
+    classes: Sequence[str],
+    train: Sequence[Sample],
+    val: Sequence[Sample],
+    preprocess: PreprocessFn,
+    checkpoint_dir: Path,
+    hooks: Hooks | None = None,
+    keras_home: str | Path | None = None,
+    verbose: int = 0,
+) -> tuple[Classifier, RunState]:
+    """Train a fresh classifier on `train`, early-stopping on `val`; resumes from checkpoints.
+
+    Keras' global state is cleared first, so a long search or many folds do not pile
+    up graphs and layer names in one process.
+    """
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(config.seed)
+    classifier = build_classifier(
+        len(classes),
+        image_size=config.image_size,
+        weights=config.weights,
+        dropout=config.dropout,
+        l2=config.l2,
+        hidden_units=config.hidden_units,
+        keras_home=keras_home,
+    )
+    split = Dataset(root=Path("."), classes=list(classes), splits={"train": list(train)})
+    train_ds = make_dataset(
+        train,
+        classes,
+        preprocess,
+        image_size=config.image_size,
+        batch_size=config.batch_size,
+        training=True,
+        augment=make_augmenter(config.augmentation, config.seed),
+        seed=config.seed,
+        cache_mb=config.cache_images_mb,
+    )
+    state = train_phases(
+        classifier,
+        config,
+        train_ds=train_ds,
+        val_ds=_eval_ds(val, classes, preprocess, config),
+        eval_train_ds=_eval_ds(train, classes, preprocess, config),
+        steps=-(-len(train) // config.batch_size),
+        checkpoint_dir=checkpoint_dir,
+        class_weight=class_weights(split, config.class_weight),
+        hooks=hooks,
+        verbose=verbose,
+    )
+    return classifier, state
+
+
+def score(
+    classifier: Classifier,
+    samples: Sequence[Sample],
+    classes: Sequence[str],
+    preprocess: PreprocessFn,
+    config: TrainConfig,
+) -> dict:
+    """Metrics of the classifier's predictions on `samples` (see `classification_metrics`).
+
+    The loss here is the plain cross-entropy of the predicted probabilities: unlike
+    Keras' `val_loss` it holds no label smoothing and no L2 term, so configs that differ
+    in those are compared fairly.
+    """
+    probabilities = classifier.model.predict(
+        _eval_ds(samples, classes, preprocess, config), verbose=0
+    )
+    return classification_metrics(
+        label_indices(samples, classes), probabilities, classes, config.top_k
+    )
+
+
+def headline(metrics: dict) -> dict[str, float]:
+    """The scalar metrics worth a table column: accuracy, top-k, loss, macro F1."""
+    return {k: round(float(v), 6) for k, v in metrics.items() if isinstance(v, int | float)}
+
+
+def reset_if_changed(folder: Path, identity: dict[str, Any]) -> None:
+    """Keep `folder` only if it was made for the same `identity` (config, data, ...).
+
+    A resumed job finds its own state here; anything made for other settings or other
+    data is removed rather than silently reused.
+    """
+    path = folder / IDENTITY_FILE
+    if path.is_file() and json.loads(path.read_text(encoding="utf-8")) != identity:
+        log.warning("%s was made for other settings or data; starting it over", folder)
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(path, identity)
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write atomically, so a crash never leaves half a result that a resume would trust."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> Any | None:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
