@@ -98,6 +98,12 @@ class Settings(BaseSettings):
         description="If set, predictions need one of these tokens (or an admin token).",
     )
     server_threads: int = Field(16, ge=1, description="REST and gRPC worker threads each.")
+    bfloat16: bool = Field(
+        False,
+        description="Serve in bfloat16 (oneDNN auto mixed precision, process-wide; needs "
+        "AVX512-BF16 or AMX): faster at batch 8+, can be slower at batch 1 on small "
+        "images; golden replay then allows 0.05. See docs/BENCHMARKS.md.",
+    )
 
     @field_validator("models", "serve_versions", "admin_tokens", "predict_tokens", mode="before")
     @classmethod

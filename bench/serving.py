@@ -1,0 +1,440 @@
+"""Serving benchmark: `python -m bench.serving [--image-size 64]`.
+
+1. The limit: the exported SavedModel's `serving_default` (JPEG bytes in) called
+   in-process at batch sizes 1-32: images per second and latency per call.
+2. imgclf REST and gRPC in one `imgclf serve` process, and the peer (the same
+   SavedModel under LitServe), each with 1, 4, 16 and 32 closed-loop clients sending
+   one JPEG per request over loopback. Levels alternate between the servers so slow
+   drift in the machine's load hits all of them alike. Each figure is reported as a
+   ratio to the in-process figure at the matching batch size (N clients can at most
+   form batches of N).
+3. Cold start (process start to ready, and to the first answer) of both servers.
+4. A version swap under load: 16 gRPC clients while version 2 is published; the
+   time from publishing to the first answer from version 2, and the error count.
+
+Both servers and the clients share the machine's cores: that is the setting the
+targets are about (one box, no separate load generator).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import shutil
+import statistics
+import time
+
+from bench import common
+from bench.load import grpc_client, peer_client, rest_client, run_load
+from bench.servers import ServerProcess, b64, first_prediction, start_imgclf, start_peer
+from bench.swap import measure_swap, publish_copy
+
+NAME = "serving"
+DEFAULT_CLIENTS = (1, 4, 16, 32)
+DEFAULT_BATCHES = (1, 4, 8, 16, 32)
+DISTINCT_IMAGES = 32
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.serving", description=__doc__)
+    common.add_common_arguments(parser)
+    parser.add_argument(
+        "--clients", default=",".join(map(str, DEFAULT_CLIENTS)), help="concurrency levels"
+    )
+    parser.add_argument(
+        "--batches", default=",".join(map(str, DEFAULT_BATCHES)), help="in-process batch sizes"
+    )
+    parser.add_argument("--seconds", type=float, default=4.0, help="wall-time cap per level")
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="repeat every measurement; medians are reported"
+    )
+    parser.add_argument("--requests", type=int, default=2000, help="request cap per level")
+    parser.add_argument(
+        "--swap-seconds", type=float, default=14.0, help="length of the swap-under-load run"
+    )
+    parser.add_argument("--no-peer", action="store_true", help="skip the LitServe peer")
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="IMGCLF_X=VALUE",
+        help="extra setting for imgclf serve (repeatable), e.g. IMGCLF_BATCH_TIMEOUT_MS=20",
+    )
+    return parser.parse_args(argv)
+
+
+def measure_in_process(
+    serve, images: list[bytes], batches: list[int], seconds: float
+) -> list[dict]:
+    """serving_default on JPEG bytes: the work a server does per image, minus the protocol."""
+    import tensorflow as tf
+
+    from imgclf import contract
+
+    rows = []
+    for batch in batches:
+        x = tf.constant((images * (batch // len(images) + 1))[:batch])
+
+        def call(x=x) -> None:
+            serve(**{contract.INPUT_IMAGE_BYTES: x})[contract.OUTPUT_PROBABILITIES].numpy()
+
+        cpu = _own_cpu()
+        durations = common.time_calls(
+            call, warmup=3, min_calls=5, max_calls=100_000, max_seconds=seconds
+        )
+        cpu = _own_cpu() - cpu
+        mean = sum(durations) / len(durations)
+        rows.append(
+            {
+                "batch": batch,
+                "calls": len(durations),
+                "images_per_s": batch / mean,
+                **common.percentiles(durations),
+                # includes the 3 warmup calls: a slight overestimate
+                "cpu_ms_per_image": 1000 * cpu / (batch * (len(durations) + 3)),
+            }
+        )
+    return rows
+
+
+def _own_cpu() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+def _batches(rest_port: int) -> tuple[float, float]:
+    """(images, model calls) so far, from imgclf's imgclf_batch_size histogram."""
+    conn = http.client.HTTPConnection(common.LOOPBACK, rest_port, timeout=10)
+    try:
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    total = count = 0.0
+    for line in text.splitlines():
+        if line.startswith("imgclf_batch_size_sum"):
+            total += float(line.split()[-1])
+        elif line.startswith("imgclf_batch_size_count"):
+            count += float(line.split()[-1])
+    return total, count
+
+
+def measure_level(
+    protocol: str, make, clients: int, server: ServerProcess, args: argparse.Namespace
+) -> dict:
+    """One load level; adds CPU per image (server and clients) and imgclf's mean batch."""
+    marks: dict[str, float | tuple] = {}
+    rest_port = server.rest_port
+
+    def on_start(_t0: float) -> None:
+        marks["server"] = server.cpu_seconds()
+        marks["client"] = _own_cpu()
+        if rest_port is not None:
+            marks["batches"] = _batches(rest_port)
+
+    result = run_load(
+        make, clients, max_requests=args.requests, max_seconds=args.seconds, on_start=on_start
+    )
+    images = max(1, result.requests + result.errors)
+    row = {
+        "protocol": protocol,
+        **result.summary(),
+        "server_cpu_ms_per_image": 1000 * (server.cpu_seconds() - marks["server"]) / images,
+        "client_cpu_ms_per_image": 1000 * (_own_cpu() - marks["client"]) / images,
+        "load_average": common.load_average(),
+    }
+    if rest_port is not None:
+        (s0, c0), (s1, c1) = marks["batches"], _batches(rest_port)
+        row["mean_batch"] = (s1 - s0) / (c1 - c0) if c1 > c0 else None
+    return row
+
+
+def _median_rows(rows: list[dict], keys: tuple[str, ...]) -> list[dict]:
+    """One row per `keys` value: the median of every number over the rounds, errors summed."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row[k] for k in keys), []).append(row)
+    out = []
+    for group in groups.values():
+        merged = dict(group[0])
+        for field in group[0]:
+            values = [r.get(field) for r in group]
+            if field in keys or not all(isinstance(v, int | float) for v in values):
+                continue
+            if field in ("errors", "requests", "calls"):
+                merged[field] = sum(values)
+            else:
+                merged[field] = round(float(statistics.median(values)), 3)
+        merged["rounds"] = len(group)
+        if "error_samples" in merged:
+            merged["error_samples"] = [e for r in group for e in r["error_samples"]][:3]
+        out.append(merged)
+    return out
+
+
+def add_ratios(in_process: list[dict], rows: list[dict]) -> None:
+    """Each server figure over the in-process one at the matching batch (N clients can form
+    batches of at most N), over the in-process best, and over the peer at the same load."""
+    best = max(r["images_per_s"] for r in in_process)
+    peer = {r["clients"]: r for r in rows if r["protocol"] == "peer"}
+    for row in rows:
+        fitting = [r for r in in_process if r["batch"] <= row["clients"]] or in_process[:1]
+        match = max(fitting, key=lambda r: r["batch"])
+        row["matching_batch"] = match["batch"]
+        row["throughput_vs_matching"] = common.ratio(row["images_per_s"], match["images_per_s"])
+        row["throughput_vs_best"] = common.ratio(row["images_per_s"], best)
+        for p in ("p50", "p95", "p99"):
+            row[f"{p}_vs_matching"] = common.ratio(row[f"{p}_ms"], match[f"{p}_ms"])
+        row["cpu_vs_matching"] = common.ratio(
+            row["server_cpu_ms_per_image"], match["cpu_ms_per_image"]
+        )
+        other = peer.get(row["clients"])
+        if other is not None and row["protocol"] != "peer":
+            row["throughput_vs_peer"] = common.ratio(row["images_per_s"], other["images_per_s"])
+            row["p99_vs_peer"] = common.ratio(row["p99_ms"], other["p99_ms"])
+
+
+def _idle_cpu(servers: list, seconds: float = 2.0) -> dict[str, float]:
+    """CPU share each idle server burns (pollers, busy loops): noise for the others."""
+    before = {s.name: s.cpu_seconds() for s in servers}
+    time.sleep(seconds)
+    return {s.name: round((s.cpu_seconds() - before[s.name]) / seconds, 3) for s in servers}
+
+
+def evaluate_targets(in_process: list[dict], rows: list[dict]) -> list[dict]:
+    batch1 = next(r for r in in_process if r["batch"] == 1)
+    targets = []
+    for protocol in ("rest", "grpc"):
+        mine = {r["clients"]: r for r in rows if r["protocol"] == protocol}
+        peer = {r["clients"]: r for r in rows if r["protocol"] == "peer"}
+        high = [r["throughput_vs_best"] for c, r in mine.items() if c >= 16]
+        if high:
+            targets.append(
+                {
+                    "target": f"{protocol}: throughput at 16+ clients >= 0.90 x in-process best",
+                    "value": min(high),
+                    "met": min(high) >= 0.9,
+                }
+            )
+        if 1 in mine:
+            p50 = mine[1]["p50_ms"]
+            limit = batch1["p50_ms"] + 10.0
+            targets.append(
+                {
+                    "target": f"{protocol}: 1-client p50 <= in-process batch-1 p50 + 10 ms "
+                    f"({limit:.1f} ms)",
+                    "value": p50,
+                    "met": p50 <= limit,
+                }
+            )
+        common_levels = sorted(set(mine) & set(peer))
+        if common_levels:
+            tput = [
+                common.ratio(mine[c]["images_per_s"], peer[c]["images_per_s"])
+                for c in common_levels
+            ]
+            p99 = [common.ratio(mine[c]["p99_ms"], peer[c]["p99_ms"]) for c in common_levels]
+            targets.append(
+                {
+                    "target": f"{protocol}: throughput / peer > 1 at every level",
+                    "value": dict(zip(common_levels, tput, strict=True)),
+                    "met": all(t > 1 for t in tput),
+                }
+            )
+            targets.append(
+                {
+                    "target": f"{protocol}: p99 / peer < 1 at every level",
+                    "value": dict(zip(common_levels, p99, strict=True)),
+                    "met": all(p < 1 for p in p99),
+                }
+            )
+    return targets
+
+
+def plot(in_process: list[dict], rows: list[dict]):
+    figure, (tput, p99) = common.new_figure(2)
+    for protocol, style in (("rest", "o-"), ("grpc", "s-"), ("peer", "^--")):
+        mine = sorted((r for r in rows if r["protocol"] == protocol), key=lambda r: r["clients"])
+        if not mine:
+            continue
+        label = {"peer": "LitServe (peer)"}.get(protocol, f"imgclf {protocol.upper()}")
+        clients = [r["clients"] for r in mine]
+        tput.plot(clients, [r["images_per_s"] for r in mine], style, label=label)
+        p99.plot(clients, [r["p99_ms"] for r in mine], style, label=label)
+    batches = [r["batch"] for r in in_process]
+    tput.plot(
+        batches, [r["images_per_s"] for r in in_process], "k:", label="in-process (batch = N)"
+    )
+    p99.plot(batches, [r["p99_ms"] for r in in_process], "k:", label="in-process call (batch = N)")
+    tput.set(xscale="log", xlabel="concurrent clients / batch size", ylabel="images / s")
+    p99.set(xscale="log", yscale="log", xlabel="concurrent clients / batch size", ylabel="p99 ms")
+    tput.set_title("throughput")
+    p99.set_title("p99 latency")
+    for axis in (tput, p99):
+        axis.legend(fontsize=8)
+        axis.grid(alpha=0.3)
+    return figure
+
+
+IN_PROCESS_COLUMNS = [
+    ("batch", "batch"),
+    ("images_per_s", "img/s"),
+    ("p50_ms", "p50 ms"),
+    ("p95_ms", "p95 ms"),
+    ("p99_ms", "p99 ms"),
+    ("cpu_ms_per_image", "CPU ms/img"),
+]
+SERVER_COLUMNS = [
+    ("protocol", "server"),
+    ("clients", "clients"),
+    ("images_per_s", "img/s"),
+    ("p50_ms", "p50 ms"),
+    ("p95_ms", "p95 ms"),
+    ("p99_ms", "p99 ms"),
+    ("errors", "err"),
+    ("mean_batch", "batch"),
+    ("server_cpu_ms_per_image", "srv CPU ms/img"),
+    ("throughput_vs_matching", "tput/inproc[N]"),
+    ("throughput_vs_best", "tput/inproc best"),
+    ("p50_vs_matching", "p50/inproc[N]"),
+    ("p99_vs_matching", "p99/inproc[N]"),
+    ("throughput_vs_peer", "tput/peer"),
+    ("p99_vs_peer", "p99/peer"),
+]
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    clients = [int(c) for c in args.clients.split(",")]
+    batches = [int(b) for b in args.batches.split(",")]
+    env = dict(item.split("=", 1) for item in args.env)
+    started = time.perf_counter()
+    machine = common.machine()
+    print(f"machine: {machine['cpu']}, {machine['cores']} cores, load {machine['load_average']}")
+    with common.workdir(args.workdir) as root:
+        version_dir, data = common.prepare_model(root, args.image_size)
+        images = common.jpeg_images(data, DISTINCT_IMAGES)
+        model_dir = root / f"serve-{args.image_size}px"
+        shutil.rmtree(model_dir, ignore_errors=True)
+        publish_copy(model_dir, version_dir)
+        import tensorflow as tf
+
+        from imgclf import contract
+
+        serve = tf.saved_model.load(str(version_dir)).signatures[contract.SERVING_DEFAULT]
+
+        rest_port, grpc_port, peer_port = (common.free_port() for _ in range(3))
+        servers: list[ServerProcess] = []
+        in_rounds: list[dict] = []
+        level_rounds: list[dict] = []
+        try:
+            imgclf = start_imgclf(
+                model_dir,
+                rest_port,
+                grpc_port,
+                root / "logs" / "imgclf.log",
+                {"IMGCLF_POLL_INTERVAL": "0.5", **env},
+            )
+            servers.append(imgclf)
+            first_prediction(
+                imgclf,
+                rest_port,
+                f"/v1/models/{common.MODEL_NAME}:predict",
+                {"instances": [b64(images[0])]},
+            )
+            peer = None
+            if not args.no_peer:
+                peer = start_peer(version_dir, peer_port, root / "logs" / "peer.log")
+                servers.append(peer)
+                first_prediction(peer, peer_port, "/predict", b64(images[0]))
+            cold = {s.name: s.cold_start for s in servers}
+            idle = _idle_cpu(servers)
+            print(f"cold start (s): {cold}; idle CPU share: {idle}", flush=True)
+
+            targets_by_protocol = {
+                "rest": (rest_client(rest_port, common.MODEL_NAME, images), imgclf),
+                "grpc": (grpc_client(grpc_port, common.MODEL_NAME, images), imgclf),
+            }
+            if peer is not None:
+                targets_by_protocol["peer"] = (peer_client(peer_port, images), peer)
+            for round_ in range(args.rounds):
+                rows = measure_in_process(serve, images[:8], batches, args.seconds / 2.5)
+                in_rounds += [{**r, "round": round_} for r in rows]
+                print(
+                    common.format_table(
+                        f"round {round_ + 1}: in-process", IN_PROCESS_COLUMNS, rows
+                    ),
+                    flush=True,
+                )
+                for count in clients:
+                    for protocol, (make, server) in targets_by_protocol.items():
+                        row = measure_level(protocol, make, count, server, args)
+                        level_rounds.append({**row, "round": round_})
+                        print(
+                            f"  {protocol:>4} x{count:<3} {row['images_per_s']:7.1f} img/s  "
+                            f"p50 {row['p50_ms']:.1f}  p99 {row['p99_ms']:.1f} ms  "
+                            f"errors {row['errors']}  load {row['load_average']}",
+                            flush=True,
+                        )
+            if peer is not None:
+                peer.stop()
+            swap = measure_swap(model_dir, grpc_port, images, args.swap_seconds)
+        finally:
+            for server in servers:
+                server.stop()
+
+    in_process = _median_rows(in_rounds, ("batch",))
+    rows = _median_rows(level_rounds, ("protocol", "clients"))
+    rows.sort(key=lambda r: (r["clients"], ["rest", "grpc", "peer"].index(r["protocol"])))
+    add_ratios(in_process, rows)
+    targets = evaluate_targets(in_process, rows)
+    print()
+    print(
+        common.format_table(f"in-process (median of {args.rounds})", IN_PROCESS_COLUMNS, in_process)
+    )
+    print()
+    print(
+        common.format_table(
+            f"servers over loopback, 1 JPEG per request (median of {args.rounds})",
+            SERVER_COLUMNS,
+            rows,
+        )
+    )
+    print(f"\ncold start (s): {cold}")
+    print(f"version swap under load: {swap}")
+    print("\ntargets:")
+    for t in targets:
+        print(f"  [{'met' if t['met'] else 'NOT met'}] {t['target']}: {t['value']}")
+    payload = {
+        "benchmark": NAME,
+        "command": " ".join(["python -m bench.serving", *(argv or [])]),
+        "machine": machine,
+        "load_average_end": common.load_average(),
+        "image_size": args.image_size,
+        "settings": {
+            "imgclf": "defaults (max_batch_size 32, batch_timeout_ms 2, server_threads 16), "
+            "poll_interval 0.5",
+            "imgclf_overrides": env,
+            "peer": "LitServe 0.2, 1 inference worker, 1 API server, max_batch_size 32, "
+            "batch_timeout 2 ms",
+            "seconds_per_level": args.seconds,
+            "requests_per_level": args.requests,
+            "rounds": args.rounds,
+        },
+        "in_process": in_process,
+        "servers": rows,
+        "per_round": {"in_process": in_rounds, "servers": level_rounds},
+        "idle_cpu_share": idle,
+        "cold_start": cold,
+        "swap": swap,
+        "targets": targets,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    path = common.write_results(NAME, payload, plot(in_process, rows), args.out)
+    print(f"\nwrote {path} and {path.with_suffix('.png')} ({payload['seconds']:.0f}s)")
+    return payload
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+"""IMGCLF_BFLOAT16: the server really runs the model in bfloat16, still passes its golden
+replay, and keeps the answers; the relaxed replay still refuses a changed top-1.
+
+The option is process-wide (TensorFlow's graph rewrite settings), so the server under
+test runs in its own `imgclf serve` process and this test process stays in fp32.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+import tensorflow as tf
+
+from imgclf import contract
+from imgclf.server.manager import BF16_MARGIN, BF16_TOLERANCE, cpu_has_bf16, replay_golden
+from tests.servers import copy_version
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.skipif(not cpu_has_bf16(), reason="needs a CPU with AVX512-BF16 or AMX-BF16")
+def test_bfloat16_server_runs_in_bf16_and_keeps_the_answers(trained, tmp_path):
+    model_dir = tmp_path / "models"
+    copy_version(trained.version_dir, model_dir, "shapes", 1)
+    rest, grpc_port = _free_port(), _free_port()
+    env = {**os.environ, "IMGCLF_BFLOAT16": "true", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    argv = [sys.executable, "-m", "imgclf.cli", "serve", "--model-dir", str(model_dir)]
+    argv += ["--rest-port", str(rest), "--grpc-port", str(grpc_port)]
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as handle:
+        server = subprocess.Popen(argv, env=env, stdout=handle, stderr=subprocess.STDOUT)
+    try:
+        base = f"http://127.0.0.1:{rest}"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert server.poll() is None, log.read_text()
+            try:
+                if requests.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.2)
+        else:
+            pytest.fail(f"bf16 server not ready (golden replay refused?):\n{log.read_text()}")
+
+        images = sorted((trained.version_dir / contract.GOLDEN_DIR).glob("*.img"))
+        images = [p.read_bytes() for p in images]
+        body = {"instances": [{"b64": base64.b64encode(i).decode()} for i in images]}
+        answer = requests.post(
+            f"{base}/v1/models/shapes:predict", data=json.dumps(body), timeout=60
+        )
+        assert answer.status_code == 200, answer.text
+        served = np.array([p["probabilities"] for p in answer.json()["predictions"]])
+
+        fp32 = tf.saved_model.load(str(trained.version_dir)).signatures["serving_default"]
+        expected = fp32(image_bytes=tf.constant(images))["probabilities"].numpy()
+        diff = float(np.max(np.abs(served - expected)))
+        # fp32 servers match to 1e-5 (the parity tolerance); bf16 rounding moves them more.
+        assert diff > contract.PARITY_TOLERANCE, (
+            f"outputs equal fp32 ({diff:.1e}): bf16 not applied"
+        )
+        assert diff <= BF16_TOLERANCE
+        assert (served.argmax(axis=1) == expected.argmax(axis=1)).all()
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+class _FakeVersion:
+    """Replays stored outputs with a chosen change, to test the replay's rules alone."""
+
+    def __init__(self, path: Path, outputs: np.ndarray) -> None:
+        self.path = path
+        self.outputs = outputs
+
+    def preprocess(self, image: bytes) -> np.ndarray:
+        return np.zeros((2, 2, 3), np.float32)
+
+    def predict_images(self, images: np.ndarray) -> np.ndarray:
+        return self.outputs
+
+
+def _golden(tmp_path: Path, stored: list[list[float]]) -> Path:
+    folder = tmp_path / "v"
+    (folder / contract.GOLDEN_DIR).mkdir(parents=True)
+    entries = []
+    for i, probabilities in enumerate(stored):
+        (folder / contract.GOLDEN_DIR / f"{i}.img").write_bytes(b"x")
+        entries.append({"file": f"{contract.GOLDEN_DIR}/{i}.img", "probabilities": probabilities})
+    manifest = {"tolerance": contract.PARITY_TOLERANCE, "inputs": entries}
+    (folder / contract.GOLDEN_MANIFEST).write_text(json.dumps(manifest))
+    return folder
+
+
+def test_bf16_replay_allows_rounding_but_not_a_changed_answer(tmp_path):
+    stored = [[0.9, 0.1], [0.2, 0.8], [0.5 + BF16_MARGIN / 4, 0.5 - BF16_MARGIN / 4]]
+    folder = _golden(tmp_path, stored)
+    rounded = np.array(stored, np.float32) + np.array([-0.02, 0.02], np.float32)
+    with pytest.raises(RuntimeError, match="tolerance"):
+        replay_golden(_FakeVersion(folder, rounded))  # fp32: 1e-5
+    assert replay_golden(_FakeVersion(folder, rounded), bfloat16=True) <= BF16_TOLERANCE
+
+    tie_flipped = rounded.copy()
+    tie_flipped[2] = [0.49, 0.51]  # a near tie may flip
+    replay_golden(_FakeVersion(folder, tie_flipped), bfloat16=True)
+
+    flipped = np.array(stored, np.float32)
+    flipped[0] = [0.45, 0.55]  # within no tolerance, but a clear answer changed
+    with pytest.raises(RuntimeError, match="top-1"):
+        replay_golden(_FakeVersion(folder, flipped), bfloat16=True)
+    too_far = np.array(stored, np.float32) + np.array([-0.06, 0.06], np.float32)
+    with pytest.raises(RuntimeError, match="tolerance"):
+        replay_golden(_FakeVersion(folder, too_far), bfloat16=True)
+
+
+def test_bfloat16_is_off_by_default():
+    from imgclf.settings import Settings
+
+    assert Settings().bfloat16 is False
+    assert not tf.config.optimizer.get_experimental_options().get(
+        "auto_mixed_precision_onednn_bfloat16", False
+    )
