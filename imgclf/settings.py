@@ -80,7 +80,10 @@ class Settings(BaseSettings):
     poll_interval: float = Field(2.0, gt=0, description="Seconds between model-repository scans.")
     max_batch_size: int = Field(32, ge=1, le=1024, description="Images per model call.")
     batch_timeout_ms: float = Field(
-        2.0, ge=0, description="Longest wait for more images after the first of a batch."
+        10.0,
+        ge=0,
+        description="Longest a batch waits for requests still decoding (it closes at once "
+        "when none are).",
     )
     max_queue: int = Field(64, ge=1, description="Queued requests per model before 503.")
     max_request_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="Largest request body.")
@@ -97,7 +100,9 @@ class Settings(BaseSettings):
         default_factory=list,
         description="If set, predictions need one of these tokens (or an admin token).",
     )
-    server_threads: int = Field(16, ge=1, description="REST and gRPC worker threads each.")
+    server_threads: int = Field(
+        32, ge=1, description="REST and gRPC worker threads each (>= max_batch_size to fill it)."
+    )
     bfloat16: bool = Field(
         False,
         description="Serve in bfloat16 (oneDNN auto mixed precision, process-wide; needs "

@@ -180,3 +180,39 @@ def test_batcher_batches_and_refuses_when_full():
     assert [f.result(5)[0, 0] for f in queued] == [1.0, 2.0]
     assert calls == [1, 2]  # the two queued requests ran as one batch
     batcher.close()
+
+
+def test_batch_closes_at_once_alone_and_waits_for_requests_still_decoding():
+    calls = []
+
+    def predict(images: np.ndarray) -> np.ndarray:
+        calls.append(len(images))
+        return np.zeros((len(images), 2), np.float32)
+
+    batcher = Batcher("m", max_batch_size=8, batch_timeout_s=2.0, max_queue=8)
+    key, image = object(), np.zeros((1, 1, 1, 1), np.float32)
+    started = time.monotonic()
+    with batcher.admission():
+        future = batcher.submit(image, key, predict)
+    future.result(5)
+    assert time.monotonic() - started < 0.5  # alone: no 2 s batch window
+    decoding, release = threading.Event(), threading.Event()
+
+    def slow_request() -> None:
+        with batcher.admission():
+            decoding.set()
+            release.wait(5)
+            late = batcher.submit(image, key, predict)
+        late.result(5)
+
+    other = threading.Thread(target=slow_request)
+    other.start()
+    decoding.wait(5)
+    first = batcher.submit(image, key, predict)
+    time.sleep(0.3)
+    assert not first.done()  # waiting for the request that is still decoding
+    release.set()
+    first.result(5)
+    other.join()
+    assert calls == [1, 2]
+    batcher.close()

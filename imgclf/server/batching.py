@@ -2,19 +2,22 @@
 
 Request threads decode and preprocess their own images (so a corrupt image fails
 only its request), then queue the float tensors. One batching thread per model
-takes up to `max_batch_size` images, waiting at most `batch_timeout` after the
-first, and runs them through the version's `predict_images` in one call. A full
-queue refuses at once (Overloaded -> 503 / RESOURCE_EXHAUSTED) rather than letting
-latency grow without bound.
+takes up to `max_batch_size` images and runs them through the version's
+`predict_images` in one call. The batch closes as soon as no other admitted
+request is still preprocessing (a lone request waits for nothing), or at the
+latest `batch_timeout` after its first image (so a slow decoder cannot hold a
+batch back). A full queue refuses at once (Overloaded -> 503 / RESOURCE_EXHAUSTED)
+rather than letting latency grow without bound.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -25,6 +28,7 @@ from imgclf.errors import Overloaded
 log = logging.getLogger(__name__)
 
 PredictFn = Callable[[np.ndarray], np.ndarray]  # images [b,H,W,3] -> probabilities [b,C]
+_POLL_S = 0.0005
 
 
 @dataclass
@@ -51,11 +55,24 @@ class Batcher:
         self._queue: queue.Queue[_Item | None] = queue.Queue(maxsize=max_queue)
         self._on_batch = on_batch
         self._pending: _Item | None = None
+        self._preparing = 0  # admitted requests still decoding their images
+        self._preparing_lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name=f"batcher-{name}", daemon=True)
         self._thread.start()
 
     def depth(self) -> int:
         return self._queue.qsize()
+
+    @contextlib.contextmanager
+    def admission(self) -> Iterator[None]:
+        """Wrap a request's preprocessing and submit, so batches wait for it."""
+        with self._preparing_lock:
+            self._preparing += 1
+        try:
+            yield
+        finally:
+            with self._preparing_lock:
+                self._preparing -= 1
 
     def submit(self, images: np.ndarray, key: object, predict: PredictFn) -> Future:
         """Queue one request's images; the future resolves to probabilities [n, C]."""
@@ -92,9 +109,11 @@ class Batcher:
                 if remaining <= 0:
                     break
                 try:
-                    item = self._next(remaining)
+                    if self._pending is None and self._queue.empty() and not self._preparing:
+                        break  # nobody else is about to join: run now
+                    item = self._next(min(remaining, _POLL_S))
                 except queue.Empty:
-                    break
+                    continue
                 if item is None:
                     self._run(batch)
                     return

@@ -5,7 +5,7 @@ batcher and the same model copy."""
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,9 +82,12 @@ class DataPlane:
                     f"{self.settings.max_image_pixels} pixels"
                 )
 
-    def _run(self, served: ServedVersion, loaded: LoadedVersion, images: np.ndarray) -> Prediction:
+    def _run(
+        self, served: ServedVersion, loaded: LoadedVersion, prepare: Callable[[], np.ndarray]
+    ) -> Prediction:
         batcher = self.manager.batcher(served.name)
-        future = batcher.submit(images, loaded, loaded.predict_images)
+        with batcher.admission():
+            future = batcher.submit(prepare(), loaded, loaded.predict_images)
         self.metrics.queue_depth.labels(served.name).set(batcher.depth())
         probabilities = future.result(timeout=_RESULT_TIMEOUT_S)
         prediction = Prediction(served, probabilities, loaded.labels)
@@ -99,13 +102,17 @@ class DataPlane:
         self.check_images(images)
         served = self.manager.resolve(target.name, target.version, target.label)
         loaded = served.loaded  # held for the whole request, even if a swap happens meanwhile
-        arrays = []
-        for i, image in enumerate(images):
-            try:
-                arrays.append(loaded.preprocess(bytes(image)))
-            except BadImageError as exc:
-                raise BadImageError(f"image {i}: {exc}") from None
-        return self._run(served, loaded, np.stack(arrays))
+
+        def prepare() -> np.ndarray:
+            arrays = []
+            for i, image in enumerate(images):
+                try:
+                    arrays.append(loaded.preprocess(bytes(image)))
+                except BadImageError as exc:
+                    raise BadImageError(f"image {i}: {exc}") from None
+            return np.stack(arrays)
+
+        return self._run(served, loaded, prepare)
 
     def predict_images(self, target: Target, images: np.ndarray) -> Prediction:
         """predict_images semantics: already-preprocessed float32 [n, H, W, 3]."""
@@ -130,7 +137,7 @@ class DataPlane:
             )
         if not np.isfinite(images).all():
             raise InvalidInput("images contain NaN or infinite values")
-        return self._run(served, loaded, images)
+        return self._run(served, loaded, lambda: images)
 
     def record(
         self, target: Target, protocol: str, code: int, version: int | None, started: float
