@@ -30,6 +30,18 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
+def _status_change(from_statuses: Iterable[str], to_status: str, fields: dict[str, Any]):
+    """A record -> record step that only applies from the expected statuses (else None)."""
+    allowed = set(from_statuses)
+
+    def change(record: dict[str, Any]) -> dict[str, Any] | None:
+        if record["status"] not in allowed:
+            return None
+        return {**record, **fields, "status": to_status, "updated_at": now_iso()}
+
+    return change
+
+
 def new_job_id() -> str:
     return uuid.uuid4().hex
 
@@ -131,14 +143,7 @@ class RedisJobStore(JobStore):
         return self._cas(job_id, lambda r: {**r, **fields, "updated_at": now_iso()})
 
     def transition(self, job_id, from_statuses, to_status, **fields):
-        allowed = set(from_statuses)
-
-        def change(record: dict) -> dict | None:
-            if record["status"] not in allowed:
-                return None
-            return {**record, **fields, "status": to_status, "updated_at": now_iso()}
-
-        return self._cas(job_id, change)
+        return self._cas(job_id, _status_change(from_statuses, to_status, fields))
 
     def acquire_lease(self, job_id: str, token: str, seconds: float) -> bool:
         key = f"{self.prefix}:lease:{job_id}"
@@ -230,14 +235,7 @@ class SqliteJobStore(JobStore):
         return self._change(job_id, lambda r: {**r, **fields, "updated_at": now_iso()})
 
     def transition(self, job_id, from_statuses, to_status, **fields):
-        allowed = set(from_statuses)
-
-        def change(record: dict) -> dict | None:
-            if record["status"] not in allowed:
-                return None
-            return {**record, **fields, "status": to_status, "updated_at": now_iso()}
-
-        return self._change(job_id, change)
+        return self._change(job_id, _status_change(from_statuses, to_status, fields))
 
     def acquire_lease(self, job_id: str, token: str, seconds: float) -> bool:
         now = time.time()

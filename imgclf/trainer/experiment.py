@@ -23,11 +23,10 @@ from imgclf.config import TrainConfig
 from imgclf.trainer.data import Dataset, Sample, class_weights, load_dataset
 from imgclf.trainer.metrics import classification_metrics
 from imgclf.trainer.model import Classifier, build_classifier
-from imgclf.trainer.pipeline import label_indices, make_dataset
+from imgclf.trainer.pipeline import evaluation_dataset, label_indices, training_dataset
 from imgclf.trainer.preprocessing import (
     PreprocessFn,
     image_problem,
-    make_augmenter,
     make_preprocess,
 )
 from imgclf.trainer.training import Hooks, RunState, train_phases
@@ -58,15 +57,7 @@ def scan(config: TrainConfig, data: str | Path) -> tuple[Dataset, PreprocessFn]:
 def _eval_ds(
     samples: Sequence[Sample], classes: Sequence[str], preprocess: PreprocessFn, config: TrainConfig
 ) -> tf.data.Dataset:
-    return make_dataset(
-        samples,
-        classes,
-        preprocess,
-        image_size=config.image_size,
-        batch_size=config.batch_size,
-        training=False,
-        cache_mb=config.cache_images_mb,
-    )
+    return evaluation_dataset(samples, classes, preprocess, config)
 
 
 def fit(
@@ -98,17 +89,7 @@ def fit(
         keras_home=keras_home,
     )
     split = Dataset(root=Path("."), classes=list(classes), splits={"train": list(train)})
-    train_ds = make_dataset(
-        train,
-        classes,
-        preprocess,
-        image_size=config.image_size,
-        batch_size=config.batch_size,
-        training=True,
-        augment=make_augmenter(config.augmentation, config.seed),
-        seed=config.seed,
-        cache_mb=config.cache_images_mb,
-    )
+    train_ds = training_dataset(train, classes, preprocess, config)
     state = train_phases(
         classifier,
         config,

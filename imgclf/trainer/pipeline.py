@@ -11,7 +11,9 @@ from collections.abc import Callable, Sequence
 
 import tensorflow as tf
 
+from imgclf.config import TrainConfig
 from imgclf.trainer.data import Sample
+from imgclf.trainer.preprocessing import make_augmenter
 
 _FLOAT_BYTES = 4
 
@@ -72,3 +74,42 @@ def images_only(ds: tf.data.Dataset) -> tf.data.Dataset:
 def label_indices(samples: Sequence[Sample], classes: Sequence[str]) -> list[int]:
     index = {label: i for i, label in enumerate(classes)}
     return [index[s.label] for s in samples]
+
+
+def training_dataset(
+    samples: Sequence[Sample],
+    classes: Sequence[str],
+    preprocess: Callable[[tf.Tensor], tf.Tensor],
+    config: TrainConfig,
+) -> tf.data.Dataset:
+    """The training branch as a config describes it: augmentation preset, seed, cache budget."""
+    return make_dataset(
+        samples,
+        classes,
+        preprocess,
+        image_size=config.image_size,
+        batch_size=config.batch_size,
+        training=True,
+        augment=make_augmenter(config.augmentation, config.seed),
+        seed=config.seed,
+        cache_mb=config.cache_images_mb,
+    )
+
+
+def evaluation_dataset(
+    samples: Sequence[Sample],
+    classes: Sequence[str],
+    preprocess: Callable[[tf.Tensor], tf.Tensor],
+    config: TrainConfig,
+    batch_size: int | None = None,
+) -> tf.data.Dataset:
+    """The evaluation branch: file order kept, never augmented."""
+    return make_dataset(
+        samples,
+        classes,
+        preprocess,
+        image_size=config.image_size,
+        batch_size=batch_size or config.batch_size,
+        training=False,
+        cache_mb=config.cache_images_mb,
+    )

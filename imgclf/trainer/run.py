@@ -28,8 +28,8 @@ from imgclf.trainer.data import Dataset, Sample, class_weights, load_dataset
 from imgclf.trainer.diagnosis import diagnose
 from imgclf.trainer.metrics import classification_metrics
 from imgclf.trainer.model import build_classifier
-from imgclf.trainer.pipeline import label_indices, make_dataset
-from imgclf.trainer.preprocessing import image_problem, make_augmenter, make_preprocess
+from imgclf.trainer.pipeline import evaluation_dataset, label_indices, training_dataset
+from imgclf.trainer.preprocessing import image_problem, make_preprocess
 from imgclf.trainer.promotion import PromotionGate
 from imgclf.trainer.report import write_report
 from imgclf.trainer.training import Cancelled, Hooks, train_phases
@@ -131,27 +131,9 @@ def train_and_export(
     weights = class_weights(dataset, config.class_weight)
 
     def eval_ds(samples: list[Sample], batch_size: int = config.batch_size) -> tf.data.Dataset:
-        return make_dataset(
-            samples,
-            dataset.classes,
-            preprocess,
-            image_size=config.image_size,
-            batch_size=batch_size,
-            training=False,
-            cache_mb=config.cache_images_mb,
-        )
+        return evaluation_dataset(samples, dataset.classes, preprocess, config, batch_size)
 
-    train_ds = make_dataset(
-        dataset.splits["train"],
-        dataset.classes,
-        preprocess,
-        image_size=config.image_size,
-        batch_size=config.batch_size,
-        training=True,
-        augment=make_augmenter(config.augmentation, config.seed),
-        seed=config.seed,
-        cache_mb=config.cache_images_mb,
-    )
+    train_ds = training_dataset(dataset.splits["train"], dataset.classes, preprocess, config)
     steps = -(-len(dataset.splits["train"]) // config.batch_size)
     t = time.monotonic()
     state = train_phases(
