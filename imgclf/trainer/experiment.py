@@ -17,47 +17,20 @@ from pathlib import Path
 from typing import Any
 
 import keras
-import tensorflow as tf
 
 from imgclf.config import TrainConfig
-from imgclf.trainer.data import Dataset, Sample, class_weights, load_dataset
+from imgclf.trainer.data import Dataset, Sample, class_weights
 from imgclf.trainer.metrics import classification_metrics
 from imgclf.trainer.model import Classifier, build_classifier
 from imgclf.trainer.pipeline import evaluation_dataset, label_indices, training_dataset
 from imgclf.trainer.preprocessing import (
     PreprocessFn,
-    image_problem,
-    make_preprocess,
 )
 from imgclf.trainer.training import Hooks, RunState, train_phases
 
 log = logging.getLogger(__name__)
 
 IDENTITY_FILE = "identity.json"
-
-
-def scan(config: TrainConfig, data: str | Path) -> tuple[Dataset, PreprocessFn]:
-    """Load and split the data once, as `train_and_export` would with the same config.
-
-    Returns the dataset and the preprocess function every pipeline of the experiment uses.
-    """
-    preprocess = make_preprocess(config.image_size)
-    dataset = load_dataset(
-        data,
-        val_fraction=config.val_fraction,
-        test_fraction=config.test_fraction,
-        seed=config.seed,
-        is_image=lambda p: image_problem(preprocess, p),
-    )
-    for warning in dataset.warnings:
-        log.warning(warning)
-    return dataset, preprocess
-
-
-def _eval_ds(
-    samples: Sequence[Sample], classes: Sequence[str], preprocess: PreprocessFn, config: TrainConfig
-) -> tf.data.Dataset:
-    return evaluation_dataset(samples, classes, preprocess, config)
 
 
 def fit(
@@ -94,8 +67,8 @@ def fit(
         classifier,
         config,
         train_ds=train_ds,
-        val_ds=_eval_ds(val, classes, preprocess, config),
-        eval_train_ds=_eval_ds(train, classes, preprocess, config),
+        val_ds=evaluation_dataset(val, classes, preprocess, config),
+        eval_train_ds=evaluation_dataset(train, classes, preprocess, config),
         steps=-(-len(train) // config.batch_size),
         checkpoint_dir=checkpoint_dir,
         class_weight=class_weights(split, config.class_weight),
@@ -119,7 +92,7 @@ def score(
     in those are compared fairly.
     """
     probabilities = classifier.model.predict(
-        _eval_ds(samples, classes, preprocess, config), verbose=0
+        evaluation_dataset(samples, classes, preprocess, config), verbose=0
     )
     return classification_metrics(
         label_indices(samples, classes), probabilities, classes, config.top_k

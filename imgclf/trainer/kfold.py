@@ -40,6 +40,7 @@ from imgclf.config import TrainConfig
 from imgclf.errors import Cancelled, DataError
 from imgclf.trainer import experiment
 from imgclf.trainer.data import Sample, stratified_split
+from imgclf.trainer.pipeline import load_for_config
 from imgclf.trainer.training import Hooks
 
 log = logging.getLogger(__name__)
@@ -164,7 +165,7 @@ def run_kfold(
     DataError when a class is too small for K folds, Cancelled when the hooks ask to stop.
     """
     hooks = hooks or Hooks()
-    dataset, preprocess = experiment.scan(config, data)
+    dataset, preprocess = load_for_config(config, data)
     pool = dataset.splits["train"] + dataset.splits["val"]
     check_fold_sizes(pool, folds)
     root = Path(run_dir) / KFOLD_DIR

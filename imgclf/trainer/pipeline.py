@@ -7,13 +7,17 @@ Evaluation branch: read -> preprocess -> [cache] -> batch -> prefetch
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import tensorflow as tf
 
 from imgclf.config import TrainConfig
-from imgclf.trainer.data import Sample
-from imgclf.trainer.preprocessing import make_augmenter
+from imgclf.trainer.data import Dataset, Sample, load_dataset
+from imgclf.trainer.preprocessing import image_problem, make_augmenter, make_preprocess
+
+log = logging.getLogger(__name__)
 
 _FLOAT_BYTES = 4
 
@@ -65,6 +69,24 @@ def make_dataset(
     if augment is not None:
         ds = ds.map(lambda x, y: (augment(x), y), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def load_for_config(
+    config: TrainConfig, data: str | Path
+) -> tuple[Dataset, tf.types.experimental.PolymorphicFunction]:
+    """Scan and split `data` as `config` says, with the preprocess function every pipeline
+    of the run uses (it also decides which files are usable). Warnings are logged."""
+    preprocess = make_preprocess(config.image_size)
+    dataset = load_dataset(
+        data,
+        val_fraction=config.val_fraction,
+        test_fraction=config.test_fraction,
+        seed=config.seed,
+        is_image=lambda p: image_problem(preprocess, p),
+    )
+    for warning in dataset.warnings:
+        log.warning(warning)
+    return dataset, preprocess
 
 
 def images_only(ds: tf.data.Dataset) -> tf.data.Dataset:

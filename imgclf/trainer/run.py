@@ -24,12 +24,16 @@ from imgclf import contract, repository
 from imgclf.config import TrainConfig
 from imgclf.errors import ParityError
 from imgclf.trainer import export
-from imgclf.trainer.data import Dataset, Sample, class_weights, load_dataset
+from imgclf.trainer.data import Dataset, Sample, class_weights
 from imgclf.trainer.diagnosis import diagnose
 from imgclf.trainer.metrics import classification_metrics
 from imgclf.trainer.model import build_classifier
-from imgclf.trainer.pipeline import evaluation_dataset, label_indices, training_dataset
-from imgclf.trainer.preprocessing import image_problem, make_preprocess
+from imgclf.trainer.pipeline import (
+    evaluation_dataset,
+    label_indices,
+    load_for_config,
+    training_dataset,
+)
 from imgclf.trainer.promotion import PromotionGate
 from imgclf.trainer.report import write_report
 from imgclf.trainer.training import Cancelled, Hooks, train_phases
@@ -105,18 +109,9 @@ def train_and_export(
     started = time.monotonic()
     keras.utils.set_random_seed(config.seed)
 
-    preprocess = make_preprocess(config.image_size)
     t = time.monotonic()
-    dataset = load_dataset(
-        data,
-        val_fraction=config.val_fraction,
-        test_fraction=config.test_fraction,
-        seed=config.seed,
-        is_image=lambda p: image_problem(preprocess, p),
-    )
+    dataset, preprocess = load_for_config(config, data)
     timings["scan_seconds"] = round(time.monotonic() - t, 3)
-    for warning in dataset.warnings:
-        log.warning(warning)
     _prepare_run_dir(run_dir, config, dataset)
 
     classifier = build_classifier(

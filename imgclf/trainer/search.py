@@ -25,6 +25,7 @@ start with its larger budget rather than from its predecessor's weights.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -42,6 +43,7 @@ from imgclf.config import TrainConfig
 from imgclf.errors import Cancelled, ConfigError, ImgclfError
 from imgclf.jobs.spec import FloatRange, JobSpec, SearchSpace
 from imgclf.trainer import experiment
+from imgclf.trainer.pipeline import load_for_config
 from imgclf.trainer.training import Hooks
 
 log = logging.getLogger(__name__)
@@ -236,6 +238,20 @@ def ranked(rows: list[dict], objective: str) -> list[dict]:
     return [{"rank": ranks.get(r["trial_id"]), **r} for r in done + rest]
 
 
+def _quiet_keras_tuner(fn: Callable[..., SearchResult]) -> Callable[..., SearchResult]:
+    """Keras Tuner 1.4 calls threading.currentThread().getName() on every oracle call."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> SearchResult:
+        with warnings.catch_warnings():
+            for old in (r"currentThread\(\)", r"getName\(\)"):
+                warnings.filterwarnings("ignore", old + " is deprecated", DeprecationWarning)
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+@_quiet_keras_tuner
 def search_loop(
     spec: JobSpec,
     directory: Path,
@@ -254,31 +270,6 @@ def search_loop(
     that, the running one finishes. Raises Cancelled when the hooks ask to stop (the
     state on disk lets a later call resume), SearchFailed when no trial finished.
     """
-    with warnings.catch_warnings():
-        # Keras Tuner 1.4 calls threading.currentThread().getName() on every oracle call.
-        for old in (r"currentThread\(\)", r"getName\(\)"):
-            warnings.filterwarnings("ignore", old + " is deprecated", DeprecationWarning)
-        return _search_loop(
-            spec,
-            directory,
-            run_trial,
-            hooks=hooks,
-            on_update=on_update,
-            clock=clock,
-            verbose=verbose,
-        )
-
-
-def _search_loop(
-    spec: JobSpec,
-    directory: Path,
-    run_trial: RunTrial,
-    *,
-    hooks: Hooks | None = None,
-    on_update: Callable[[dict], None] | None = None,
-    clock: Clock = time.monotonic,
-    verbose: int = 0,
-) -> SearchResult:
     hooks = hooks or Hooks()
     base = spec.train_config()
     directory.mkdir(parents=True, exist_ok=True)
@@ -386,7 +377,7 @@ def run_search(
     """
     hooks = hooks or Hooks()
     base = spec.train_config()
-    dataset, preprocess = experiment.scan(base, data)
+    dataset, preprocess = load_for_config(base, data)
     directory = Path(run_dir) / TUNER_DIR
     identity = {
         "job": spec.model_dump(
