@@ -241,7 +241,7 @@ def build_prediction_service(data: DataPlane, auth: Auth):
             served = self.data.manager.resolve(target.name, target.version, target.label)
             response = get_model_metadata_pb2.GetModelMetadataResponse()
             _fill_spec(response.model_spec, target, served.version, "")
-            response.metadata["signature_def"].Pack(served.loaded.signature_def_map())
+            response.metadata["signature_def"].Pack(served.loaded.signature_def_map)
             return response, None, None
 
     return Servicer(data, auth)

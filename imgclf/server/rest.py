@@ -152,7 +152,7 @@ def create_app(data: DataPlane, control: ControlPlane, auth: Auth) -> Flask:
 
         served = data.manager.resolve(target.name, target.version, target.label)
         signature_map = json_format.MessageToDict(
-            served.loaded.signature_def_map(), preserving_proto_field_name=True
+            served.loaded.signature_def_map, preserving_proto_field_name=True
         )
         return jsonify(
             {

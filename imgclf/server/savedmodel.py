@@ -7,6 +7,7 @@ normalises images.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,8 +40,12 @@ class LoadedVersion:
         spec = self.signatures[contract.PREDICT_IMAGES].structured_input_signature[1]
         self.image_shape = tuple(spec[contract.INPUT_IMAGES].shape[1:])
 
+    @functools.cached_property
     def signature_def_map(self):
-        """The SignatureDefs as stored in saved_model.pb (what TF Serving's metadata returns)."""
+        """The SignatureDefs as stored in saved_model.pb (what TF Serving's metadata returns).
+
+        Parsed once per loaded version: saved_model.pb is megabytes and metadata calls repeat.
+        """
         from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
         from tensorflow_serving.apis import get_model_metadata_pb2
 

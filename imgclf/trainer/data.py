@@ -17,7 +17,7 @@ import hashlib
 import json
 import random
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -161,16 +161,28 @@ def stratified_split(
     return out
 
 
-def check_class_sizes(samples: list[Sample], held_out: int) -> None:
-    need = held_out + 1
+def require_per_class(
+    samples: Sequence[Sample], need: int, *, purpose: str, images: str, remedy: str
+) -> None:
+    """DataError naming every class with fewer than `need` samples, before any training."""
     counts = Counter(s.label for s in samples)
     small = {label: n for label, n in counts.items() if n < need}
     if small:
         listing = ", ".join(f"{label!r} has {n}" for label, n in sorted(small.items()))
         raise DataError(
-            f"too few images to split: {listing}; each class needs at least {need} usable "
-            "images (one per split). Add images or remove the class."
+            f"too few images {purpose}: {listing}; each class needs at least {need} "
+            f"{images}. {remedy}"
         )
+
+
+def check_class_sizes(samples: list[Sample], held_out: int) -> None:
+    require_per_class(
+        samples,
+        held_out + 1,
+        purpose="to split",
+        images="usable images (one per split)",
+        remedy="Add images or remove the class.",
+    )
 
 
 def _check_classes(classes: list[str], where: str) -> None:

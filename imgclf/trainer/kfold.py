@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import random
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,9 +36,9 @@ import numpy as np
 from matplotlib.ticker import MaxNLocator
 
 from imgclf.config import TrainConfig
-from imgclf.errors import Cancelled, DataError
+from imgclf.errors import Cancelled
 from imgclf.trainer import experiment
-from imgclf.trainer.data import Sample, stratified_split
+from imgclf.trainer.data import Sample, require_per_class, stratified_split
 from imgclf.trainer.pipeline import load_for_config
 from imgclf.trainer.training import Hooks
 
@@ -85,15 +84,13 @@ def stratified_folds(samples: Sequence[Sample], k: int, seed: int) -> list[list[
 def check_fold_sizes(samples: Sequence[Sample], k: int) -> None:
     """Each fold must hold every class, and each fold's training part needs a training
     and a validation image of every class: K + 2 images per class are enough."""
-    need = k + 2
-    counts = Counter(s.label for s in samples)
-    small = {label: n for label, n in counts.items() if n < need}
-    if small:
-        listing = ", ".join(f"{label!r} has {n}" for label, n in sorted(small.items()))
-        raise DataError(
-            f"too few images for {k}-fold cross-validation: {listing}; each class needs at "
-            f"least {need} images outside the test split. Use fewer folds or add images."
-        )
+    require_per_class(
+        samples,
+        k + 2,
+        purpose=f"for {k}-fold cross-validation",
+        images="images outside the test split",
+        remedy="Use fewer folds or add images.",
+    )
 
 
 def summarize(folds: list[dict]) -> tuple[dict, dict]:
