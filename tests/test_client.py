@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import time
-import uuid
 
 import pytest
 
 import imgclf.client
 from imgclf.client import BadRequest, Client, Conflict, NotFound, ServerUnavailable, Unauthorized
 from tests.servers import copy_version, start_server
-from tests.workers import WorkerProcess
+from tests.workers import WorkerProcess, isolated_queue
 
 ADMIN = "client-test-token"
 
@@ -22,25 +20,22 @@ def env(trained, tmp_path_factory, redis_url, shapes_dir):
     root = tmp_path_factory.mktemp("client")
     model_dir = root / "models"
     copy_version(trained.version_dir, model_dir, "shapes", 1)
-    prefix = f"c{uuid.uuid4().hex[:8]}"
-    values = {
-        "broker_url": redis_url,
-        "result_backend": redis_url,
-        "queue": prefix,
-        "key_prefix": prefix,
-        "data_roots": [str(shapes_dir.parent)],
-        "work_dir": str(root / "runs"),
-    }
-    server = start_server(model_dir, admin_tokens=[ADMIN], **values)
-    worker_env = {
-        **os.environ,
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-        "IMGCLF_MODEL_DIR": str(model_dir),
+    settings, worker_env = isolated_queue(root, redis_url, [shapes_dir.parent])
+    server = start_server(
+        model_dir,
+        admin_tokens=[ADMIN],
         **{
-            f"IMGCLF_{k.upper()}": (",".join(v) if isinstance(v, list) else v)
-            for k, v in values.items()
+            key: getattr(settings, key)
+            for key in (
+                "broker_url",
+                "result_backend",
+                "queue",
+                "key_prefix",
+                "data_roots",
+                "work_dir",
+            )
         },
-    }
+    )
     worker = WorkerProcess(worker_env, root / "worker.log").wait_ready()
     server.rest_url = f"http://127.0.0.1:{server.rest_port}"
     server.grpc_target = f"127.0.0.1:{server.grpc_port}"

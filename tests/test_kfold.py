@@ -5,8 +5,6 @@ metrics, and the optional promotion margin is the fold-to-fold noise."""
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,12 +17,11 @@ from imgclf.errors import Cancelled, ConfigError, DataError
 from imgclf.jobs.service import celery_sender, submit_job
 from imgclf.jobs.spec import parse_job
 from imgclf.jobs.store import open_store
-from imgclf.settings import Settings
 from imgclf.trainer.data import Sample
 from imgclf.trainer.kfold import check_fold_sizes, run_kfold, stratified_folds, summarize
 from imgclf.trainer.promotion import GateRules, decide
 from imgclf.trainer.training import Hooks
-from tests.workers import WorkerProcess, wait_final
+from tests.workers import WorkerProcess, isolated_queue, wait_final
 
 TINY = {
     "image_size": 32,
@@ -139,23 +136,8 @@ def test_interrupted_kfold_keeps_finished_folds(tmp_path, shapes_dir):
 @pytest.fixture
 def queue(tmp_path, redis_url, shapes_dir):
     """A real worker on its own queue and key prefix, against the test Redis."""
-    prefix = f"t{uuid.uuid4().hex[:10]}"
-    values = {
-        "broker_url": redis_url,
-        "result_backend": redis_url,
-        "model_dir": str(tmp_path / "models"),
-        "work_dir": str(tmp_path / "runs"),
-        "data_roots": str(shapes_dir.parent),
-        "queue": prefix,
-        "key_prefix": prefix,
-    }
-    env = {
-        **os.environ,
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-        **{f"IMGCLF_{k.upper()}": v for k, v in values.items()},
-    }
-    settings = Settings(**{**values, "data_roots": [shapes_dir.parent]})
-    store = open_store(redis_url, prefix)
+    settings, env = isolated_queue(tmp_path, redis_url, [shapes_dir.parent])
+    store = open_store(redis_url, settings.key_prefix)
     worker = WorkerProcess(env, tmp_path / "worker.log")
 
     def submit(**fields) -> dict:

@@ -6,7 +6,6 @@ import json
 import os
 import random
 import shutil
-import uuid
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,7 +18,7 @@ from imgclf.errors import ConfigError, Conflict, InvalidInput
 from imgclf.jobs.service import cancel_job, celery_sender, submit_job
 from imgclf.jobs.store import open_store
 from imgclf.settings import Settings
-from tests.workers import WorkerProcess, wait_final, wait_for
+from tests.workers import WorkerProcess, isolated_queue, wait_final, wait_for
 
 JOB = {
     "image_size": 32,
@@ -37,25 +36,10 @@ SLOW = {**JOB, "image_size": 64, "augmentation": "light", "head_epochs": 10}
 
 @pytest.fixture
 def q(tmp_path, redis_url, shapes_dir):
-    prefix = f"t{uuid.uuid4().hex[:10]}"
-    values = {
-        "broker_url": redis_url,
-        "result_backend": redis_url,
-        "model_dir": str(tmp_path / "models"),
-        "work_dir": str(tmp_path / "runs"),
-        "data_roots": f"{shapes_dir.parent},{tmp_path}",
-        "queue": prefix,
-        "key_prefix": prefix,
-        "lease_seconds": "4",
-        "janitor_interval": "1",
-    }
-    env = {
-        **os.environ,
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-        **{f"IMGCLF_{k.upper()}": v for k, v in values.items()},
-    }
-    settings = Settings(**{**values, "data_roots": values["data_roots"].split(",")})
-    store = open_store(redis_url, prefix)
+    settings, env = isolated_queue(
+        tmp_path, redis_url, [shapes_dir.parent, tmp_path], lease_seconds=4, janitor_interval=1
+    )
+    store = open_store(redis_url, settings.key_prefix)
     workers: list[WorkerProcess] = []
 
     def start_worker() -> WorkerProcess:
@@ -80,7 +64,7 @@ def q(tmp_path, redis_url, shapes_dir):
         models=tmp_path / "models",
         root=tmp_path,
         redis=redis.Redis.from_url(redis_url),
-        queue=prefix,
+        queue=settings.queue,
     )
     for worker in workers:
         worker.stop()

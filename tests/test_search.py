@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 from types import SimpleNamespace
 from typing import get_args
@@ -34,7 +32,7 @@ from imgclf.trainer.search import (
     split_epochs,
 )
 from imgclf.trainer.training import Hooks
-from tests.workers import WorkerProcess
+from tests.workers import WorkerProcess, isolated_queue
 
 # Head-only trials on cached features: a few seconds each on 2 CPU cores.
 TINY = {
@@ -333,26 +331,12 @@ def test_interrupted_search_resumes_without_rerunning_finished_trials(tmp_path, 
 @pytest.fixture
 def queue(tmp_path, redis_url, shapes_dir):
     """A real worker on its own queue and key prefix, against the test Redis."""
-    prefix = f"t{uuid.uuid4().hex[:10]}"
-    values = {
-        "broker_url": redis_url,
-        "result_backend": redis_url,
-        "model_dir": str(tmp_path / "models"),
-        "work_dir": str(tmp_path / "runs"),
-        "data_roots": str(shapes_dir.parent),
-        "queue": prefix,
-        "key_prefix": prefix,
-    }
-    env = {
-        **os.environ,
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-        **{f"IMGCLF_{k.upper()}": v for k, v in values.items()},
-    }
+    settings, env = isolated_queue(tmp_path, redis_url, [shapes_dir.parent])
     worker = WorkerProcess(env, tmp_path / "worker.log")
     try:
         worker.wait_ready()
         yield SimpleNamespace(
-            env=env, store=open_store(redis_url, prefix), models=tmp_path / "models"
+            env=env, store=open_store(redis_url, settings.key_prefix), models=settings.model_dir
         )
     finally:
         worker.stop()

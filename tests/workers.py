@@ -8,9 +8,30 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 from imgclf.jobs.spec import TERMINAL
+from imgclf.settings import Settings, to_env
+
+
+def isolated_queue(
+    root: Path, redis_url: str, data_roots: list[Path], **overrides: object
+) -> tuple[Settings, dict[str, str]]:
+    """Settings for workers on their own queue and key prefix in the test Redis, and the
+    environment that rebuilds the same Settings in a worker process."""
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    settings = Settings(
+        broker_url=redis_url,
+        result_backend=redis_url,
+        model_dir=root / "models",
+        work_dir=root / "runs",
+        data_roots=data_roots,
+        queue=prefix,
+        key_prefix=prefix,
+        **overrides,
+    )
+    return settings, {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **to_env(settings)}
 
 
 class WorkerProcess:
