@@ -13,6 +13,7 @@ import os
 import sys
 from pathlib import Path
 
+from imgclf import contract
 from imgclf.settings import Settings
 
 
@@ -83,10 +84,17 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
-    from imgclf import repository
+    from imgclf import registry, repository
 
     model_dir = Path(args.model_dir) if args.model_dir else settings.model_dir
-    version = args.version or repository.latest_version(model_dir, args.name)
+    version = registry.repository_version(
+        model_dir,
+        args.name,
+        policy=settings.version_policy,
+        specific=settings.serve_versions,
+        version=args.version,
+        alias=args.label,
+    )
     _quiet_tensorflow()
     from imgclf.server.savedmodel import BadImageError, LoadedVersion
 
@@ -161,8 +169,14 @@ def build_parser() -> argparse.ArgumentParser:
     predict = sub.add_parser("predict", help="classify image files with an exported version")
     predict.add_argument("--model-dir", help="model repository (default $IMGCLF_MODEL_DIR)")
     predict.add_argument("--name", required=True)
-    predict.add_argument("--version", type=int, help="default: the newest version")
-    predict.add_argument("--top-k", type=int, default=3)
+    target = predict.add_mutually_exclusive_group()
+    target.add_argument(
+        "--version",
+        type=int,
+        help="default: the version a server would answer with (stable, else the newest)",
+    )
+    target.add_argument("--label", help="the version this label (stable, canary, ...) points at")
+    predict.add_argument("--top-k", type=int, default=contract.DEFAULT_TOP_K)
     predict.add_argument("--json", action="store_true", help="print JSON")
     predict.add_argument("images", nargs="+")
     predict.set_defaults(func=cmd_predict)

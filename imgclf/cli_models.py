@@ -14,11 +14,18 @@ def _model_dir(args: argparse.Namespace, settings: Settings):
     return Path(args.model_dir) if getattr(args, "model_dir", None) else settings.model_dir
 
 
-def model_summary(model_dir, name: str) -> dict:
+def model_summary(model_dir, name: str, settings: Settings) -> dict:
+    """Versions, aliases, test accuracy, and `serving`: the version a server answers with."""
     from imgclf import registry, repository
     from imgclf.errors import RepositoryError
 
     labels = registry.labels(model_dir, name)
+    try:
+        serving = registry.repository_version(
+            model_dir, name, policy=settings.version_policy, specific=settings.serve_versions
+        )
+    except RepositoryError:
+        serving = None
     versions = []
     for version in repository.list_versions(model_dir, name):
         try:
@@ -35,7 +42,7 @@ def model_summary(model_dir, name: str) -> dict:
                 "diagnosis": (card.get("diagnosis") or {}).get("status"),
             }
         )
-    return {"name": name, "labels": labels, "versions": versions}
+    return {"name": name, "labels": labels, "serving": serving, "versions": versions}
 
 
 def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
@@ -43,16 +50,17 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
 
     model_dir = _model_dir(args, settings)
     names = [args.name] if args.name else repository.list_models(model_dir)
-    summaries = [model_summary(model_dir, n) for n in names]
+    summaries = [model_summary(model_dir, n, settings) for n in names]
     if args.json:
         print(json.dumps(summaries, indent=1))
         return 0
     for s in summaries:
-        print(f"{s['name']}  labels {s['labels'] or '{}'}")
+        print(f"{s['name']}  labels {s['labels'] or '{}'}  serving v{s['serving']}")
         for v in s["versions"]:
             acc = "-" if v["accuracy"] is None else f"{v['accuracy']:.1%}"
+            mark = "*" if v["version"] == s["serving"] else " "
             print(
-                f"  v{v['version']:<4} acc {acc:>6}  {','.join(v['labels']):<14} "
+                f"{mark} v{v['version']:<4} acc {acc:>6}  {','.join(v['labels']):<14} "
                 f"{v['diagnosis'] or ''}  {v['created_at'] or ''}"
             )
     if not summaries:

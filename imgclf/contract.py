@@ -33,6 +33,10 @@ GOLDEN_MANIFEST: Final = "golden/manifest.json"
 # Files inside MODEL_DIR/<name>/.
 MODEL_LABELS_FILE: Final = "labels.json"  # {"stable": 3, "canary": 4}
 
+# How many (class name, score) pairs a classify answer carries when the caller gives no top_k:
+# REST :classify and :upload, gRPC Classify (both services), the client and `imgclf predict`.
+DEFAULT_TOP_K: Final = 5
+
 # Parity: the served path must equal the training path this closely.
 PARITY_TOLERANCE: Final = 1e-5
 

@@ -16,12 +16,12 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
 from imgclf import contract, repository
-from imgclf.errors import InvalidInput, RepositoryError
+from imgclf.errors import InvalidInput, RepositoryError, quote
 
 LABEL_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 STABLE = "stable"
@@ -144,19 +144,77 @@ def apply_retention(model_dir: str | Path, name: str, keep: int) -> list[int]:
     return deleted
 
 
-def resolve(
-    model_dir: str | Path, name: str, *, version: int | None = None, label: str | None = None
+def policy_versions(
+    versions: Collection[int],
+    aliases: Mapping[str, int],
+    policy: str = "latest",
+    specific: Collection[int] = (),
+) -> set[int]:
+    """The versions a server keeps loaded under `policy` (settings.version_policy).
+
+    latest: every aliased version plus the newest; labelled: the aliased versions (the
+    newest when none is aliased); specific: the listed versions that exist.
+    """
+    existing = set(versions)
+    aliased = {v for v in aliases.values() if v in existing}
+    newest = {max(existing)} if existing else set()
+    if policy == "specific":
+        return set(specific) & existing
+    if policy == "labelled":
+        return aliased or newest
+    return aliased | newest
+
+
+def resolve_version(
+    name: str,
+    served: Collection[int],
+    aliases: Mapping[str, int],
+    *,
+    version: int | None = None,
+    alias: str | None = None,
 ) -> int:
-    """A version number from an explicit version, a label, or stable-else-latest."""
+    """The version that answers a request: the one place this rule lives.
+
+    An explicit `version` or `alias` names it; otherwise the `stable` alias when it
+    points at a served version, else the newest served version. The server passes
+    the versions that are loaded, `imgclf predict` the ones its policy would load,
+    so both answer with the same version.
+    """
+    if alias is not None:
+        if alias not in aliases:
+            raise RepositoryError(f"model {quote(name)} has no label {quote(alias)}")
+        version = aliases[alias]
     if version is not None:
-        if int(version) not in repository.list_versions(model_dir, name):
-            raise RepositoryError(f"model {name!r} has no version {version}")
+        if int(version) not in served:
+            raise RepositoryError(f"model {quote(name)} has no version {version} being served")
         return int(version)
+    stable = aliases.get(STABLE)
+    if stable is not None and stable in served:
+        return stable
+    if not served:
+        raise RepositoryError(f"model {quote(name)} has no version to serve")
+    return max(served)
+
+
+def repository_version(
+    model_dir: str | Path,
+    name: str,
+    *,
+    policy: str = "latest",
+    specific: Collection[int] = (),
+    version: int | None = None,
+    alias: str | None = None,
+) -> int:
+    """The version a server started on `model_dir` would answer with, from the files alone.
+
+    Used by `imgclf predict` and `imgclf models`, which load no server. An explicit
+    `version` may be any version on disk (a local tool can try a version no server loads).
+    """
+    versions = repository.list_versions(model_dir, name)
+    if not versions:
+        raise RepositoryError(f"model {quote(name)} has no published version in {model_dir}")
     current = labels(model_dir, name)
-    if label is not None:
-        if label not in current:
-            raise RepositoryError(f"model {name!r} has no label {label!r}")
-        return current[label]
-    if STABLE in current and current[STABLE] in repository.list_versions(model_dir, name):
-        return current[STABLE]
-    return repository.latest_version(model_dir, name)
+    served = (
+        versions if version is not None else policy_versions(versions, current, policy, specific)
+    )
+    return resolve_version(name, served, current, version=version, alias=alias)

@@ -50,12 +50,44 @@ def test_retention_keeps_newest_and_labelled(tmp_path):
 
 def test_resolve_prefers_stable_then_latest(tmp_path):
     make_versions(tmp_path, "m", 3)
-    assert registry.resolve(tmp_path, "m") == 3
+    assert registry.repository_version(tmp_path, "m") == 3
     registry.set_label(tmp_path, "m", "stable", 2)
-    assert registry.resolve(tmp_path, "m") == 2
-    assert registry.resolve(tmp_path, "m", version=1) == 1
+    assert registry.repository_version(tmp_path, "m") == 2
+    assert registry.repository_version(tmp_path, "m", version=1) == 1
     with pytest.raises(RepositoryError, match="no label 'canary'"):
-        registry.resolve(tmp_path, "m", label="canary")
+        registry.repository_version(tmp_path, "m", alias="canary")
+
+
+@pytest.mark.parametrize(
+    ("policy", "specific", "aliases", "served", "default"),
+    [
+        ("latest", (), {}, {4}, 4),
+        ("latest", (), {"stable": 2, "canary": 3}, {2, 3, 4}, 2),
+        ("labelled", (), {}, {4}, 4),
+        ("labelled", (), {"stable": 2, "canary": 3}, {2, 3}, 2),
+        ("labelled", (), {"canary": 3}, {3}, 3),
+        ("specific", (1, 3, 9), {"stable": 2}, {1, 3}, 3),
+        ("specific", (1,), {}, {1}, 1),
+    ],
+)
+def test_version_policies_and_resolution(policy, specific, aliases, served, default):
+    versions = [1, 2, 3, 4]
+    assert registry.policy_versions(versions, aliases, policy, specific) == served
+    assert registry.resolve_version("m", served, aliases) == default
+    for version in served:
+        assert registry.resolve_version("m", served, aliases, version=version) == version
+    with pytest.raises(RepositoryError, match="no version 9 being served"):
+        registry.resolve_version("m", served, aliases, version=9)
+    if "canary" in aliases:
+        assert registry.resolve_version("m", served, aliases, alias="canary") == 3
+    with pytest.raises(RepositoryError, match="no label 'x'"):
+        registry.resolve_version("m", served, aliases, alias="x")
+
+
+def test_resolution_quotes_only_a_prefix_of_long_names():
+    with pytest.raises(RepositoryError) as info:
+        registry.resolve_version("n" * 5000, set(), {})
+    assert len(str(info.value)) < 120
 
 
 def metrics(accuracy, recalls):
