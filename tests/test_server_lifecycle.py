@@ -163,10 +163,10 @@ def test_batcher_batches_and_refuses_when_full():
     gate = threading.Event()
     calls = []
 
-    def predict(images: np.ndarray) -> np.ndarray:
+    def predict(images: np.ndarray) -> tuple[np.ndarray, dict]:
         calls.append(len(images))
         gate.wait(10)
-        return np.repeat(images[:, :1, 0, 0], 2, axis=1)
+        return np.repeat(images[:, :1, 0, 0], 2, axis=1), {}
 
     batcher = Batcher("m", max_batch_size=4, batch_timeout_s=0.05, max_queue=2)
     key = object()
@@ -185,9 +185,9 @@ def test_batcher_batches_and_refuses_when_full():
 def test_batch_closes_at_once_alone_and_waits_for_requests_still_decoding():
     calls = []
 
-    def predict(images: np.ndarray) -> np.ndarray:
+    def predict(images: np.ndarray) -> tuple[np.ndarray, dict]:
         calls.append(len(images))
-        return np.zeros((len(images), 2), np.float32)
+        return np.zeros((len(images), 2), np.float32), {}
 
     batcher = Batcher("m", max_batch_size=8, batch_timeout_s=2.0, max_queue=8)
     key, image = object(), np.zeros((1, 1, 1, 1), np.float32)

@@ -1,38 +1,77 @@
-"""The serving core (data plane) shared by REST and gRPC: both protocol layers only
-translate to and from these calls, so they give the same answers from the same
-batcher and the same model copy."""
+"""The serving core (data plane) shared by REST and gRPC.
+
+Every question a client can ask the model side goes through one method here:
+predict, classify, metadata, status, ready (explain joins them with the
+explanations work). Each method resolves the version that serves, applies its own
+limits and records its own metrics; the protocol layers only parse, call and encode,
+so REST and gRPC give the same answers from the same batcher and model copy.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
-from imgclf.errors import BadImageError, InvalidInput, PayloadTooLarge
+from imgclf import contract, registry
+from imgclf.errors import (
+    BadImageError,
+    ImgclfError,
+    InvalidInput,
+    NotFound,
+    NotReady,
+    PayloadTooLarge,
+    quote,
+)
 from imgclf.server.imageinfo import sniff
-from imgclf.server.manager import ModelManager, ServedVersion
+from imgclf.server.manager import ModelManager, ServedVersion, State
 from imgclf.server.metrics import Metrics
 from imgclf.server.savedmodel import LoadedVersion
 from imgclf.settings import Settings
 
 _RESULT_TIMEOUT_S = 60.0
+_MAX_VERSION = 2**63 - 1  # TF Serving's versions are int64
 
 
 @dataclass(frozen=True)
 class Target:
-    """Which model and version a request asks for (version and label are exclusive)."""
+    """Which model and version a request asks for (version and alias are exclusive)."""
 
     name: str
     version: int | None = None
-    label: str | None = None
+    alias: str | None = None  # a version alias (stable, canary), not a class name
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask for; the codecs use them to refuse before decoding."""
+
+    max_images: int
+    max_pixels: int
+    max_request_bytes: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Limits:
+        return cls(
+            settings.max_images_per_request, settings.max_image_pixels, settings.max_request_bytes
+        )
+
+
+class ClassScore(NamedTuple):
+    class_name: str
+    score: float
 
 
 @dataclass
 class Prediction:
+    """The one answer type: which version answered, probabilities [n, classes] float32."""
+
     served: ServedVersion
-    probabilities: np.ndarray  # float32 [n, classes]
+    probabilities: np.ndarray
     class_names: list[str]
 
     @property
@@ -40,19 +79,56 @@ class Prediction:
         return self.served.version
 
     def classes(self) -> np.ndarray:
+        """int64 [n]: the index of the most probable class per image."""
         return self.probabilities.argmax(axis=1).astype(np.int64)
 
-    def labels(self) -> list[str]:
+    def predicted_names(self) -> list[str]:
         names = self.class_names
         return [names[i] for i in self.classes()]
 
-    def top_k(self, k: int) -> list[list[tuple[str, float]]]:
+    def top_k(self, k: int = contract.DEFAULT_TOP_K) -> list[list[ClassScore]]:
         k = max(1, min(int(k), len(self.class_names)))
         order = np.argsort(-self.probabilities, axis=1, kind="stable")[:, :k]
         return [
-            [(self.class_names[i], float(row[i])) for i in idx]
+            [ClassScore(self.class_names[i], float(row[i])) for i in idx]
             for row, idx in zip(self.probabilities, order, strict=True)
         ]
+
+
+@dataclass
+class _Call:
+    version: int | None = None
+
+
+def decode_and_predict(
+    loaded: LoadedVersion, images: list[bytes]
+) -> tuple[np.ndarray, dict[int, Exception]]:
+    """One batch of encoded images through `serving_default` (decode + model in one call).
+
+    Only when that call fails is each image decoded alone, to find the bad ones: they
+    are reported by index, the others are predicted from their decoded tensors.
+    """
+    try:
+        return loaded.predict_bytes(images), {}
+    except BadImageError:
+        pass
+    decoded, good, errors = [], [], {}
+    for i, image in enumerate(images):
+        try:
+            decoded.append(loaded.preprocess(image))
+            good.append(i)
+        except BadImageError as exc:
+            errors[i] = exc
+    probabilities = np.zeros((len(images), len(loaded.labels)), np.float32)
+    if decoded:
+        probabilities[good] = loaded.predict_images(np.stack(decoded))
+    return probabilities, errors
+
+
+def _predict_images(
+    loaded: LoadedVersion, images: np.ndarray
+) -> tuple[np.ndarray, dict[int, Exception]]:
+    return loaded.predict_images(images), {}
 
 
 class DataPlane:
@@ -60,87 +136,159 @@ class DataPlane:
         self.manager = manager
         self.settings = settings
         self.metrics = metrics
+        self.limits = Limits.from_settings(settings)
+
+    # ---- the questions ---------------------------------------------------------------
+    def predict(
+        self, target: Target, inputs: Sequence[bytes] | np.ndarray, protocol: str
+    ) -> Prediction:
+        """Encoded images (serving_default) or preprocessed float32 [n, H, W, 3]
+        (predict_images) in, probabilities out."""
+        with self._call(target, protocol) as call:
+            served, loaded = self.resolve(target)
+            call.version = served.version
+            if isinstance(inputs, np.ndarray):
+                return self._run(served, loaded, self._check_tensors(loaded, inputs))
+            return self._run(served, loaded, list(inputs))
+
+    def classify(self, target: Target, images: Sequence[bytes], protocol: str) -> Prediction:
+        """Encoded images in; the caller reads `top_k()` of the answer."""
+        return self.predict(target, images, protocol)
+
+    # explain(target, images, protocol) joins here with the explanations work: resolve,
+    # check, run the version's `explain` signature through the batcher, record.
+
+    def metadata(self, target: Target, protocol: str) -> tuple[ServedVersion, object]:
+        """(the version that serves, its SignatureDefMap proto as TF Serving returns it)."""
+        with self._call(target, protocol) as call:
+            served, loaded = self.resolve(target)
+            call.version = served.version
+            return served, loaded.signature_def_map
+
+    def status(self, target: Target, protocol: str) -> list[ServedVersion]:
+        """Every version the server knows of this model (or the one asked for), newest first."""
+        with self._call(target, protocol):
+            self._known(target.name)
+            return self.manager.statuses(target.name, target.version, target.alias)
+
+    def ready(self) -> bool:
+        """True when every configured model has a version that serves."""
+        return self.manager.ready()
+
+    # ---- resolution and limits ---------------------------------------------------------
+    def _known(self, name: str) -> None:
+        if name not in self.manager.models():
+            raise NotFound(f"model {quote(name)} not found")
+
+    def resolve(self, target: Target) -> tuple[ServedVersion, LoadedVersion]:
+        """The version that serves `target` (registry.resolve_version over loaded versions),
+        and its loaded model, held for the whole request even if a swap happens meanwhile."""
+        self._known(target.name)
+        if target.version is not None and not 0 <= target.version <= _MAX_VERSION:
+            raise InvalidInput(f"version {quote(target.version)} is out of range")
+        known = {s.version: s for s in self.manager.statuses(target.name)}
+        available = {v for v, s in known.items() if s.state == State.AVAILABLE}
+        pinned = known.get(target.version) if target.version is not None else None
+        if pinned is not None and target.version not in available:
+            raise NotReady(
+                f"model {quote(target.name)} version {target.version} is {pinned.state.name}"
+                + (f": {pinned.error}" if pinned.error else "")
+            )
+        if not available and target.version is None and target.alias is None:
+            raise NotReady(f"model {quote(target.name)} has no version loaded yet")
+        version = registry.resolve_version(
+            target.name,
+            available,
+            self.manager.labels(target.name),
+            version=target.version,
+            alias=target.alias,
+        )
+        served = known[version]
+        loaded = served.loaded
+        if loaded is None:  # unloaded between the two looks
+            raise NotReady(f"model {quote(target.name)} version {version} is being unloaded")
+        return served, loaded
 
     def check_images(self, images: Sequence[bytes]) -> None:
         """Limits first, before any decoding: count, and pixel count from the header."""
-        if not images:
-            raise InvalidInput("no images in the request")
-        if len(images) > self.settings.max_images_per_request:
-            raise PayloadTooLarge(
-                f"{len(images)} images in one request; the limit is "
-                f"{self.settings.max_images_per_request}"
-            )
+        self._check_count(len(images))
         for i, image in enumerate(images):
             if not isinstance(image, bytes | bytearray) or not image:
                 raise BadImageError(f"image {i}: empty or not bytes")
             info = sniff(bytes(image))
             if info is None:
                 raise BadImageError(f"image {i}: not a JPEG, PNG, GIF, BMP or WebP image")
-            if info.pixels > self.settings.max_image_pixels:
+            if info.pixels > self.limits.max_pixels:
                 raise PayloadTooLarge(
                     f"image {i}: {info.width}x{info.height} pixels is over the limit of "
-                    f"{self.settings.max_image_pixels} pixels"
+                    f"{self.limits.max_pixels} pixels"
                 )
 
-    def _run(
-        self, served: ServedVersion, loaded: LoadedVersion, prepare: Callable[[], np.ndarray]
-    ) -> Prediction:
-        batcher = self.manager.batcher(served.name)
-        with batcher.admission():
-            future = batcher.submit(prepare(), loaded, loaded.predict_images)
-        self.metrics.queue_depth.labels(served.name).set(batcher.depth())
-        probabilities = future.result(timeout=_RESULT_TIMEOUT_S)
-        prediction = Prediction(served, probabilities, loaded.labels)
-        version = str(served.version)
-        for label, row in zip(prediction.labels(), probabilities, strict=True):
-            self.metrics.predictions.labels(served.name, version, label).inc()
-            self.metrics.confidence.labels(served.name, version).observe(float(row.max()))
-        return prediction
+    def _check_count(self, count: int) -> None:
+        if count == 0:
+            raise InvalidInput("no images in the request")
+        if count > self.limits.max_images:
+            raise PayloadTooLarge(
+                f"{count} images in one request; the limit is {self.limits.max_images}"
+            )
 
-    def predict_bytes(self, target: Target, images: Sequence[bytes]) -> Prediction:
-        """serving_default semantics: encoded images in, probabilities out."""
-        self.check_images(images)
-        served = self.manager.resolve(target.name, target.version, target.label)
-        loaded = served.loaded  # held for the whole request, even if a swap happens meanwhile
-
-        def prepare() -> np.ndarray:
-            arrays = []
-            for i, image in enumerate(images):
-                try:
-                    arrays.append(loaded.preprocess(bytes(image)))
-                except BadImageError as exc:
-                    raise BadImageError(f"image {i}: {exc}") from None
-            return np.stack(arrays)
-
-        return self._run(served, loaded, prepare)
-
-    def predict_images(self, target: Target, images: np.ndarray) -> Prediction:
-        """predict_images semantics: already-preprocessed float32 [n, H, W, 3]."""
-        served = self.manager.resolve(target.name, target.version, target.label)
-        loaded = served.loaded
+    def _check_tensors(self, loaded: LoadedVersion, images: np.ndarray) -> np.ndarray:
         expected = loaded.image_shape
-        try:
-            images = np.asarray(images, dtype=np.float32)
-        except (TypeError, ValueError):
-            raise InvalidInput("images must be numbers, shaped [batch, H, W, 3]") from None
         if images.ndim != 4 or tuple(images.shape[1:]) != tuple(expected):
             raise InvalidInput(
                 f"images must have shape [batch, {', '.join(map(str, expected))}], "
                 f"got {list(images.shape)}"
             )
-        if len(images) == 0:
-            raise InvalidInput("no images in the request")
-        if len(images) > self.settings.max_images_per_request:
-            raise PayloadTooLarge(
-                f"{len(images)} images in one request; the limit is "
-                f"{self.settings.max_images_per_request}"
-            )
+        self._check_count(len(images))
+        images = images.astype(np.float32, copy=False)
         if not np.isfinite(images).all():
             raise InvalidInput("images contain NaN or infinite values")
-        return self._run(served, loaded, lambda: images)
+        return images
 
-    def record(
-        self, target: Target, protocol: str, code: int, version: int | None, started: float
-    ) -> None:
-        self.metrics.requests.labels(target.name, str(version or ""), protocol, str(code)).inc()
-        self.metrics.latency.labels(target.name, protocol).observe(time.monotonic() - started)
+    # ---- the batcher and the metrics ------------------------------------------------------
+    def _run(
+        self, served: ServedVersion, loaded: LoadedVersion, inputs: list[bytes] | np.ndarray
+    ) -> Prediction:
+        batcher = self.manager.batcher(served.name)
+        with batcher.admission():
+            if isinstance(inputs, np.ndarray):
+                future = batcher.submit(
+                    inputs, (loaded, "tensors"), lambda x: _predict_images(loaded, x)
+                )
+            else:
+                self.check_images(inputs)
+                inputs = [bytes(image) for image in inputs]
+                future = batcher.submit(
+                    inputs, (loaded, "bytes"), lambda x: decode_and_predict(loaded, x)
+                )
+        self.metrics.queue_depth.labels(served.name).set(batcher.depth())
+        probabilities = future.result(timeout=_RESULT_TIMEOUT_S)
+        prediction = Prediction(served, probabilities, loaded.labels)
+        version = str(served.version)
+        for name, row in zip(prediction.predicted_names(), probabilities, strict=True):
+            self.metrics.predictions.labels(served.name, version, name).inc()
+            self.metrics.confidence.labels(served.name, version).observe(float(row.max()))
+        return prediction
+
+    @contextlib.contextmanager
+    def _call(self, target: Target, protocol: str) -> Iterator[_Call]:
+        """Count the call and its latency under (model, version, protocol, code).
+
+        Only models the server knows get series: label values never come from a client.
+        """
+        started = time.monotonic()
+        call, code = _Call(), 200
+        try:
+            yield call
+        except ImgclfError as exc:
+            code = exc.status
+            raise
+        except Exception:
+            code = 500
+            raise
+        finally:
+            if target.name in self.manager.models():
+                version = str(call.version or "")
+                self.metrics.requests.labels(target.name, version, protocol, str(code)).inc()
+                elapsed = time.monotonic() - started
+                self.metrics.latency.labels(target.name, protocol).observe(elapsed)

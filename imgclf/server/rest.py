@@ -1,7 +1,10 @@
-"""The REST API (Flask): TensorFlow Serving's endpoints plus jobs, upload and ops.
+"""The REST API (Flask): TensorFlow Serving's endpoints plus upload, jobs and ops.
 
-Translation only: requests become DataPlane / ControlPlane calls; errors are the
-project's exceptions, rendered as {"error": "..."} with their HTTP status.
+Three blueprints: `predict` (the TF Serving model routes, one view per verb), `admin`
+(model list, label promotion, training jobs; admin token) and `ops` (health, readiness,
+metrics, OpenAPI). Each view is parse (rest_codec) -> core -> encode (rest_codec);
+errors are the project's exceptions, rendered as {"error": "...", "request_id": "..."}
+with their own HTTP status.
 """
 
 from __future__ import annotations
@@ -12,12 +15,13 @@ import re
 import time
 import uuid
 
-from flask import Flask, Response, g, jsonify, request
+from flask import Blueprint, Flask, Response, g, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.routing import BaseConverter
 
 from imgclf import contract
-from imgclf.errors import ImgclfError, InvalidInput, NotFound, PayloadTooLarge
+from imgclf.errors import ImgclfError, InvalidInput, NotFound, PayloadTooLarge, quote
 from imgclf.server import rest_codec
 from imgclf.server.auth import Auth, bearer
 from imgclf.server.control import ControlPlane
@@ -25,47 +29,229 @@ from imgclf.server.core import DataPlane, Target
 from imgclf.server.openapi import OPENAPI
 
 log = logging.getLogger("imgclf.server.access")
-
-_MODEL_PATH = re.compile(
-    r"^(?P<name>[A-Za-z0-9][A-Za-z0-9_-]{0,63})"
-    r"(?:/versions/(?P<version>[0-9]+)|/labels/(?P<label>[a-z][a-z0-9_-]{0,31}))?"
-    r"(?::(?P<verb>[a-z]+)|(?P<metadata>/metadata))?$"
-)
+PROTOCOL = "rest"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_FORM_PARTS_SLACK = 16  # multipart parts beyond the image limit (form fields such as top_k)
+
+# The three ways to name what serves: a model, a pinned version, or a version alias.
+_TARGETS = (
+    "/v1/models/<segment:name>",
+    "/v1/models/<segment:name>/versions/<segment:version>",
+    "/v1/models/<segment:name>/labels/<segment:label>",
+)
+
+
+class SegmentConverter(BaseConverter):
+    """One path segment up to a ':verb' (checked by rest_codec.parse_target, not here,
+    so a wrong name or version gets a message rather than a bare 404)."""
+
+    regex = "[^/:]+"
+
+
+def _target(name: str, version: str | None = None, label: str | None = None) -> Target:
+    g.target = rest_codec.parse_target(name, version, label)
+    return g.target
+
+
+def _token() -> str | None:
+    return bearer(request.headers.get("Authorization"))
+
+
+def _body_json(max_bytes: int):
+    if request.content_length and request.content_length > max_bytes:
+        raise PayloadTooLarge(f"request body over the limit of {max_bytes} bytes")
+    try:
+        return json.loads(request.get_data(cache=False) or b"null")
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise InvalidInput("the request body is not valid JSON") from None
+
+
+def _add_target_rules(bp: Blueprint, suffix: str, view, methods: list[str]) -> None:
+    for rule in _TARGETS:
+        bp.add_url_rule(rule + suffix, view_func=view, methods=methods)
+
+
+def predict_routes(data: DataPlane, auth: Auth) -> Blueprint:
+    """TF Serving's model routes: status, metadata, :predict, :classify, plus :upload."""
+    bp = Blueprint("predict", __name__)
+    max_bytes = data.limits.max_request_bytes
+
+    def status(name: str, version: str | None = None, label: str | None = None):
+        target = _target(name, version, label)
+        return jsonify(rest_codec.version_status(data.status(target, PROTOCOL)))
+
+    def metadata(name: str, version: str | None = None, label: str | None = None):
+        target = _target(name, version, label)
+        served, signature_def_map = data.metadata(target, PROTOCOL)
+        g.version = served.version
+        return jsonify(rest_codec.encode_metadata(target, served.version, signature_def_map))
+
+    def predict(name: str, version: str | None = None, label: str | None = None):
+        target = _target(name, version, label)
+        auth.require("predict", _token())
+        signature, fmt, values = rest_codec.parse_predict_body(_body_json(max_bytes))
+        if signature == contract.SERVING_DEFAULT:
+            inputs = rest_codec.decode_images(values)
+        else:
+            inputs = rest_codec.decode_tensors(values)
+        prediction = data.predict(target, inputs, PROTOCOL)
+        g.version = prediction.version
+        return jsonify(rest_codec.encode_outputs(prediction, fmt))
+
+    def classify(name: str, version: str | None = None, label: str | None = None):
+        target = _target(name, version, label)
+        auth.require("predict", _token())
+        images = rest_codec.parse_classify_body(_body_json(max_bytes))
+        prediction = data.classify(target, images, PROTOCOL)
+        g.version = prediction.version
+        return jsonify(rest_codec.encode_classify(prediction))
+
+    def upload(name: str, version: str | None = None, label: str | None = None):
+        target = _target(name, version, label)
+        auth.require("predict", _token())
+        files = _uploaded_files(data.limits.max_images, max_bytes)
+        top_k = rest_codec.parse_top_k(request.values.get("top_k"))
+        prediction = data.classify(target, [f.read() for f in files], PROTOCOL)
+        g.version = prediction.version
+        filenames = [f.filename or "" for f in files]
+        return jsonify(rest_codec.encode_upload(target, filenames, prediction, top_k))
+
+    def regress(name: str, version: str | None = None, label: str | None = None):
+        _target(name, version, label)
+        raise InvalidInput(
+            ":regress is not offered: the models are classifiers; use :predict or :classify"
+        )
+
+    def unknown_verb(verb: str, name: str, version: str | None = None, label: str | None = None):
+        raise NotFound(f"unknown verb :{quote(verb)}; use :predict, :classify or :upload")
+
+    _add_target_rules(bp, "", status, ["GET"])
+    _add_target_rules(bp, "/metadata", metadata, ["GET"])
+    _add_target_rules(bp, ":predict", predict, ["POST"])
+    _add_target_rules(bp, ":classify", classify, ["POST"])
+    _add_target_rules(bp, ":upload", upload, ["POST"])
+    _add_target_rules(bp, ":regress", regress, ["POST"])
+    _add_target_rules(bp, ":<segment:verb>", unknown_verb, ["POST"])
+    return bp
+
+
+def _uploaded_files(max_images: int, max_bytes: int) -> list:
+    """The multipart file fields; too many parts is named as such, not as a body size."""
+    try:
+        files = [f for key in request.files for f in request.files.getlist(key)]
+    except RequestEntityTooLarge:
+        if request.content_length and request.content_length > max_bytes:
+            raise PayloadTooLarge(f"request body over the limit of {max_bytes} bytes") from None
+        raise PayloadTooLarge(
+            f"the multipart body has more than {request.max_form_parts} parts; send at most "
+            f"{max_images} images per request"
+        ) from None
+    if not files:
+        raise InvalidInput("send the images as multipart/form-data file fields")
+    return files
+
+
+def admin_routes(control: ControlPlane, auth: Auth, max_bytes: int) -> Blueprint:
+    """Model list, label promotion and training jobs; every route needs the admin token."""
+    bp = Blueprint("admin", __name__)
+
+    @bp.before_request
+    def _admin_only() -> None:
+        auth.require("admin", _token())
+
+    @bp.get("/v1/models")
+    def list_models():
+        return jsonify(models=control.models())
+
+    @bp.post("/v1/models/<segment:name>/labels/<segment:label>")
+    def promote(name: str, label: str):
+        target = _target(name, None, label)
+        body = _body_json(max_bytes)
+        version = body.get("version") if isinstance(body, dict) else None
+        return jsonify(control.promote(target.name, label, version))
+
+    @bp.post("/v1/jobs")
+    def submit_job():
+        return jsonify(control.submit(_body_json(max_bytes))), 202
+
+    @bp.get("/v1/jobs")
+    def list_jobs():
+        try:
+            limit = min(1000, max(1, int(request.args.get("limit", "100")[:8])))
+        except ValueError:
+            raise InvalidInput("limit must be an integer") from None
+        return jsonify(jobs=control.jobs(limit))
+
+    @bp.get("/v1/jobs/<job_id>")
+    def get_job(job_id: str):
+        return jsonify(control.job(job_id))
+
+    @bp.delete("/v1/jobs/<job_id>")
+    def cancel_job(job_id: str):
+        return jsonify(control.cancel(job_id))
+
+    return bp
+
+
+def ops_routes(data: DataPlane) -> Blueprint:
+    bp = Blueprint("ops", __name__)
+
+    @bp.get("/healthz")
+    def healthz():
+        return jsonify(status="ok")
+
+    @bp.get("/readyz")
+    def readyz():
+        ready = data.ready()
+        return jsonify(ready=ready), 200 if ready else 503
+
+    @bp.get("/metrics")
+    def metrics():
+        return Response(generate_latest(data.metrics.registry), mimetype=CONTENT_TYPE_LATEST)
+
+    @bp.get("/openapi.json")
+    def openapi():
+        return jsonify(OPENAPI)
+
+    return bp
 
 
 def create_app(data: DataPlane, control: ControlPlane, auth: Auth) -> Flask:
-    settings = data.settings
+    max_bytes = data.limits.max_request_bytes
     app = Flask("imgclf")
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
+    app.config["MAX_CONTENT_LENGTH"] = max_bytes
+    app.config["MAX_FORM_PARTS"] = data.limits.max_images + _FORM_PARTS_SLACK
+    app.url_map.converters["segment"] = SegmentConverter
+    app.register_blueprint(admin_routes(control, auth, max_bytes))
+    app.register_blueprint(predict_routes(data, auth))
+    app.register_blueprint(ops_routes(data))
+    _install_request_hooks(app, max_bytes)
+    return app
+
+
+def _install_request_hooks(app: Flask, max_bytes: int) -> None:
+    """Request id in and out, one access-log line, errors as JSON with their status."""
 
     @app.before_request
     def _start() -> None:
         given = request.headers.get("X-Request-ID", "")
         g.request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
         g.started = time.monotonic()
-        g.target = None
-        g.version = None
 
     @app.after_request
     def _finish(response: Response) -> Response:
         response.headers["X-Request-ID"] = g.request_id
         target = g.get("target")
-        if target is not None:
-            data.record(target, "rest", response.status_code, g.get("version"), g.started)
-        log.info(
-            json.dumps(
-                {
-                    "request_id": g.request_id,
-                    "method": request.method,
-                    "path": request.path,
-                    "status": response.status_code,
-                    "ms": round((time.monotonic() - g.started) * 1000, 2),
-                    "model": target.name if target else None,
-                    "version": g.get("version"),
-                }
-            )
-        )
+        entry = {
+            "request_id": g.request_id,
+            "method": request.method,
+            "path": request.path[:200],
+            "status": response.status_code,
+            "ms": round((time.monotonic() - g.started) * 1000, 2),
+            "model": target.name if target else None,
+            "version": g.get("version"),
+        }
+        log.info(json.dumps(entry))
         return response
 
     @app.errorhandler(ImgclfError)
@@ -76,167 +262,10 @@ def create_app(data: DataPlane, control: ControlPlane, auth: Auth) -> Flask:
     def _http_error(exc: HTTPException):
         message = exc.description or exc.name
         if exc.code == 413:
-            message = f"request body over the limit of {settings.max_request_bytes} bytes"
+            message = f"request body over the limit of {max_bytes} bytes"
         return jsonify(error=message, request_id=g.get("request_id")), exc.code
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
         log.exception("unhandled error (request %s)", g.get("request_id"))
         return jsonify(error="internal error", request_id=g.get("request_id")), 500
-
-    def token() -> str | None:
-        return bearer(request.headers.get("Authorization"))
-
-    def body_json():
-        if request.content_length and request.content_length > settings.max_request_bytes:
-            raise PayloadTooLarge("request body too large")
-        try:
-            return json.loads(request.get_data(cache=False) or b"null")
-        except (ValueError, UnicodeDecodeError, RecursionError):
-            raise InvalidInput("the request body is not valid JSON") from None
-
-    # ---- TensorFlow Serving API ---------------------------------------------------
-    @app.route("/v1/models/<path:rest>", methods=["GET", "POST"])
-    def model_endpoint(rest: str):
-        match = _MODEL_PATH.match(rest)
-        if not match:
-            raise NotFound(f"no such endpoint: /v1/models/{rest}")
-        parts = match.groupdict()
-        target = Target(
-            parts["name"], int(parts["version"]) if parts["version"] else None, parts["label"]
-        )
-        verb = parts["verb"]
-        if request.method == "GET":
-            if verb:
-                raise InvalidInput(f":{verb} needs POST")
-            if parts["metadata"]:
-                return metadata(target)
-            return jsonify(
-                rest_codec.version_status(
-                    data.manager.statuses(target.name, target.version, target.label)
-                )
-            )
-        if parts["metadata"]:
-            raise InvalidInput("metadata needs GET")
-        if verb is None and parts["label"]:
-            auth.require("admin", token())
-            body = body_json()
-            version = body.get("version") if isinstance(body, dict) else None
-            return jsonify(control.promote(target.name, target.label, version))
-        if verb not in ("predict", "classify", "upload"):
-            raise NotFound(f"unknown verb :{verb}; use :predict, :classify or :upload")
-        auth.require("predict", token())
-        g.target = target
-        if verb == "upload":
-            return upload(target)
-        body = body_json()
-        if verb == "classify":
-            prediction = data.predict_bytes(target, rest_codec.parse_classify_body(body))
-            g.version = prediction.version
-            k = len(prediction.class_names)
-            return jsonify(
-                results=[[[label, score] for label, score in row] for row in prediction.top_k(k)]
-            )
-        signature, fmt, values = rest_codec.parse_predict_body(body)
-        if signature == contract.SERVING_DEFAULT:
-            prediction = data.predict_bytes(target, rest_codec.decode_images(values))
-        else:
-            prediction = data.predict_images(target, rest_codec.decode_tensors(values))
-        g.version = prediction.version
-        return jsonify(
-            rest_codec.encode_outputs(prediction.probabilities, prediction.labels(), fmt)
-        )
-
-    def metadata(target: Target):
-        from google.protobuf import json_format
-
-        served = data.manager.resolve(target.name, target.version, target.label)
-        signature_map = json_format.MessageToDict(
-            served.loaded.signature_def_map, preserving_proto_field_name=True
-        )
-        return jsonify(
-            {
-                "model_spec": {
-                    "name": target.name,
-                    "signature_name": "",
-                    "version": str(served.version),
-                },
-                "metadata": {"signature_def": signature_map},
-            }
-        )
-
-    def upload(target: Target):
-        files = [f for key in request.files for f in request.files.getlist(key)]
-        if not files:
-            raise InvalidInput("send the images as multipart/form-data file fields")
-        try:
-            top_k = int(request.values.get("top_k", 5))
-        except ValueError:
-            raise InvalidInput("top_k must be an integer") from None
-        if top_k < 1:
-            raise InvalidInput("top_k must be at least 1")
-        prediction = data.predict_bytes(target, [f.read() for f in files])
-        g.version = prediction.version
-        return jsonify(
-            {
-                "model": target.name,
-                "version": prediction.version,
-                "results": [
-                    {
-                        "filename": f.filename,
-                        "top": [{"label": name, "score": s} for name, s in row],
-                    }
-                    for f, row in zip(files, prediction.top_k(top_k), strict=True)
-                ],
-            }
-        )
-
-    # ---- models and jobs (admin) -----------------------------------------------
-    @app.get("/v1/models")
-    def list_models():
-        auth.require("admin", token())
-        return jsonify(models=control.models())
-
-    @app.post("/v1/jobs")
-    def submit_job():
-        auth.require("admin", token())
-        return jsonify(control.submit(body_json())), 202
-
-    @app.get("/v1/jobs")
-    def list_jobs():
-        auth.require("admin", token())
-        try:
-            limit = min(1000, max(1, int(request.args.get("limit", 100))))
-        except ValueError:
-            raise InvalidInput("limit must be an integer") from None
-        return jsonify(jobs=control.jobs(limit))
-
-    @app.get("/v1/jobs/<job_id>")
-    def get_job(job_id: str):
-        auth.require("admin", token())
-        return jsonify(control.job(job_id))
-
-    @app.delete("/v1/jobs/<job_id>")
-    def cancel_job(job_id: str):
-        auth.require("admin", token())
-        return jsonify(control.cancel(job_id))
-
-    # ---- ops -------------------------------------------------------------------
-    @app.get("/healthz")
-    def healthz():
-        return jsonify(status="ok")
-
-    @app.get("/readyz")
-    def readyz():
-        ready = data.manager.ready()
-        return jsonify(ready=ready), 200 if ready else 503
-
-    @app.get("/metrics")
-    def metrics():
-        return Response(generate_latest(data.metrics.registry), mimetype=CONTENT_TYPE_LATEST)
-
-    @app.get("/openapi.json")
-    def openapi():
-        return jsonify(OPENAPI)
-
-    return app

@@ -10,12 +10,36 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from typing import Any
 
 import numpy as np
 
 from imgclf import contract
-from imgclf.errors import InvalidInput
+from imgclf.errors import InvalidInput, NotFound, quote
+from imgclf.server.core import Prediction, Target
+
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+_ALIAS = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+_MAX_VERSION_DIGITS = 18  # every version below 10**18 fits TF Serving's int64
+
+
+def parse_target(name: str, version: str | None = None, alias: str | None = None) -> Target:
+    """URL parts -> Target. Names quoted back are cut short; huge versions are a 400."""
+    if not _MODEL_NAME.match(name):
+        raise NotFound(f"model {quote(name)} not found (names are 1-64 letters, digits, - or _)")
+    number = None
+    if version is not None:
+        if not version.isdigit() or len(version) > _MAX_VERSION_DIGITS:
+            raise InvalidInput(
+                f"version {quote(version)} is not a number of at most {_MAX_VERSION_DIGITS} digits"
+            )
+        number = int(version)
+    if alias is not None and not _ALIAS.match(alias):
+        raise InvalidInput(
+            f"invalid label {quote(alias)}: use 1-32 lowercase letters, digits, '-' or '_'"
+        )
+    return Target(name, number, alias)
 
 
 def _b64(value: Any, where: str) -> bytes:
@@ -87,15 +111,18 @@ def decode_images(values: list) -> list[bytes]:
 def decode_tensors(values: list) -> np.ndarray:
     try:
         array = np.asarray(values, dtype=np.float32)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # 10**400 overflows the conversion
         raise InvalidInput(
             f"'{contract.INPUT_IMAGES}' must be a nested list of numbers shaped [batch, H, W, 3]"
         ) from None
     return array
 
 
-def encode_outputs(probabilities: np.ndarray, labels: list[str], fmt: str) -> dict:
-    classes = probabilities.argmax(axis=1)
+def encode_outputs(prediction: Prediction, fmt: str) -> dict:
+    """TF Serving's response: row format per instance, columnar format per output."""
+    probabilities = prediction.probabilities
+    classes = prediction.classes()
+    names = prediction.predicted_names()
     if fmt == "row":
         return {
             "predictions": [
@@ -104,15 +131,49 @@ def encode_outputs(probabilities: np.ndarray, labels: list[str], fmt: str) -> di
                     contract.OUTPUT_CLASSES: int(c),
                     contract.OUTPUT_LABELS: label,
                 }
-                for row, c, label in zip(probabilities, classes, labels, strict=True)
+                for row, c, label in zip(probabilities, classes, names, strict=True)
             ]
         }
     return {
         "outputs": {
             contract.OUTPUT_PROBABILITIES: probabilities.astype(float).tolist(),
             contract.OUTPUT_CLASSES: [int(c) for c in classes],
-            contract.OUTPUT_LABELS: labels,
+            contract.OUTPUT_LABELS: names,
         }
+    }
+
+
+def encode_classify(prediction: Prediction) -> dict:
+    """TF Serving's classify response: per example, [class name, score] pairs, best first."""
+    return {"results": [[[name, score] for name, score in row] for row in prediction.top_k()]}
+
+
+def parse_top_k(value: str | None) -> int:
+    if value is None:
+        return contract.DEFAULT_TOP_K
+    if not value.isdigit() or len(value) > 6 or int(value) < 1:
+        raise InvalidInput(f"top_k must be a positive integer, got {quote(value)}")
+    return int(value)
+
+
+def encode_upload(target: Target, filenames: list[str], prediction: Prediction, k: int) -> dict:
+    return {
+        "model": target.name,
+        "version": prediction.version,
+        "results": [
+            {"filename": filename, "top": [{"label": name, "score": s} for name, s in row]}
+            for filename, row in zip(filenames, prediction.top_k(k), strict=True)
+        ],
+    }
+
+
+def encode_metadata(target: Target, version: int, signature_def_map) -> dict:
+    from google.protobuf import json_format
+
+    signatures = json_format.MessageToDict(signature_def_map, preserving_proto_field_name=True)
+    return {
+        "model_spec": {"name": target.name, "signature_name": "", "version": str(version)},
+        "metadata": {"signature_def": signatures},
     }
 
 
