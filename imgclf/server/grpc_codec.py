@@ -43,14 +43,11 @@ class PredictCall:
 
 
 def target(model_spec) -> Target:
-    """TF Serving's ModelSpec -> Target (version and version_label are exclusive)."""
+    """TF Serving's ModelSpec -> Target (version and version_label are one oneof)."""
     if not model_spec.name:
         raise InvalidInput("model_spec.name is required")
     version = model_spec.version.value if model_spec.HasField("version") else None
-    alias = model_spec.version_label or None
-    if version is not None and alias is not None:
-        raise InvalidInput("give model_spec.version or model_spec.version_label, not both")
-    return Target(model_spec.name, version, alias)
+    return Target(model_spec.name, version, model_spec.version_label or None)
 
 
 def own_target(request: imgclf_pb2.ClassifyRequest) -> Target:

@@ -9,13 +9,14 @@ with their own HTTP status.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import re
 import time
 import uuid
 
-from flask import Blueprint, Flask, Response, g, jsonify, request
+from flask import Blueprint, Flask, Request, Response, g, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.routing import BaseConverter
@@ -39,6 +40,16 @@ _TARGETS = (
     "/v1/models/<segment:name>/versions/<segment:version>",
     "/v1/models/<segment:name>/labels/<segment:label>",
 )
+
+
+class _Request(Request):
+    """Multipart parts held in memory (the body is already capped at max_request_bytes):
+    a refused upload leaves no temporary files behind to close."""
+
+    def _get_file_stream(
+        self, total_content_length, content_type, filename=None, content_length=None
+    ):
+        return io.BytesIO()
 
 
 class SegmentConverter(BaseConverter):
@@ -219,6 +230,7 @@ def ops_routes(data: DataPlane) -> Blueprint:
 def create_app(data: DataPlane, control: ControlPlane, auth: Auth) -> Flask:
     max_bytes = data.limits.max_request_bytes
     app = Flask("imgclf")
+    app.request_class = _Request
     app.config["MAX_CONTENT_LENGTH"] = max_bytes
     app.config["MAX_FORM_PARTS"] = data.limits.max_images + _FORM_PARTS_SLACK
     app.url_map.converters["segment"] = SegmentConverter
