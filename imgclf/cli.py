@@ -85,6 +85,7 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
     from imgclf import registry, repository
+    from imgclf.prediction import Prediction
 
     model_dir = Path(args.model_dir) if args.model_dir else settings.model_dir
     version = registry.repository_version(
@@ -109,10 +110,10 @@ def cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
             message = exc.strerror if isinstance(exc, OSError) else str(exc)
             print(f"{image}: error: {message}", file=sys.stderr)
             continue
-        top = loaded.top_k(probabilities, args.top_k)[0]
-        results.append({"image": image, "top": [{"label": p.label, "score": p.score} for p in top]})
+        top = Prediction(args.name, version, probabilities, loaded.labels).top_k(args.top_k)[0]
+        results.append({"image": image, "top": [{"label": n, "score": s} for n, s in top]})
         if not args.json:
-            print(f"{image}: " + ", ".join(f"{p.label} {p.score:.3f}" for p in top))
+            print(f"{image}: " + ", ".join(f"{n} {s:.3f}" for n, s in top))
     if args.json:
         print(json.dumps({"model": args.name, "version": version, "results": results}, indent=1))
     else:

@@ -19,7 +19,7 @@ def model_summary(model_dir, name: str, settings: Settings) -> dict:
     from imgclf import registry, repository
     from imgclf.errors import RepositoryError
 
-    labels = registry.labels(model_dir, name)
+    aliases = registry.aliases(model_dir, name)
     try:
         serving = registry.repository_version(
             model_dir, name, policy=settings.version_policy, specific=settings.serve_versions
@@ -36,13 +36,13 @@ def model_summary(model_dir, name: str, settings: Settings) -> dict:
         versions.append(
             {
                 "version": version,
-                "labels": sorted(k for k, v in labels.items() if v == version),
+                "labels": sorted(k for k, v in aliases.items() if v == version),
                 "accuracy": test.get("accuracy"),
                 "created_at": card.get("created_at"),
                 "diagnosis": (card.get("diagnosis") or {}).get("status"),
             }
         )
-    return {"name": name, "labels": labels, "serving": serving, "versions": versions}
+    return {"name": name, "labels": aliases, "serving": serving, "versions": versions}
 
 
 def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
@@ -71,10 +71,10 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_promote(args: argparse.Namespace, settings: Settings) -> int:
     from imgclf import registry
 
-    labels = registry.set_label(
+    aliases = registry.set_alias(
         _model_dir(args, settings), args.name, args.label, args.version, by="imgclf promote"
     )
-    print(f"{args.name}: {args.label} -> version {args.version}  (labels {labels})")
+    print(f"{args.name}: {args.label} -> version {args.version}  (labels {aliases})")
     return 0
 
 

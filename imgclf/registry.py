@@ -1,4 +1,10 @@
-"""Labels (stable, canary, ...) over a model's versions, and retention.
+"""Version aliases (stable, canary, ...) over a model's versions, one version
+resolution rule, and retention.
+
+Two different things are both called "labels" in the wider world: the class names a
+model predicts (assets/labels.txt) and the names that point at versions. In the code
+the first are *class names* and the second *aliases*; only the file names and JSON
+keys keep TF Serving's word "labels" (labels.json, {"labels": ...}, /labels/<alias>).
 
 MODEL_DIR/<name>/labels.json:
     {"labels": {"stable": 3, "canary": 4},
@@ -23,7 +29,7 @@ from pathlib import Path
 from imgclf import contract, repository
 from imgclf.errors import InvalidInput, RepositoryError, quote
 
-LABEL_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+ALIAS_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 STABLE = "stable"
 
 
@@ -44,7 +50,8 @@ def read(model_dir: str | Path, name: str) -> dict:
     return data
 
 
-def labels(model_dir: str | Path, name: str) -> dict[str, int]:
+def aliases(model_dir: str | Path, name: str) -> dict[str, int]:
+    """{alias: version} as labels.json holds it now."""
     return {k: int(v) for k, v in read(model_dir, name)["labels"].items()}
 
 
@@ -68,35 +75,35 @@ def _write(model_dir: str | Path, name: str, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def validate_label(label: str) -> str:
-    if not isinstance(label, str) or not LABEL_PATTERN.match(label):
+def validate_alias(alias: str) -> str:
+    if not isinstance(alias, str) or not ALIAS_PATTERN.match(alias):
         raise InvalidInput(
-            f"invalid label {label!r}: use 1-32 lowercase letters, digits, '-' or '_', "
+            f"invalid label {quote(alias)}: use 1-32 lowercase letters, digits, '-' or '_', "
             "starting with a letter"
         )
-    return label
+    return alias
 
 
-def set_label(
+def set_alias(
     model_dir: str | Path,
     name: str,
-    label: str,
+    alias: str,
     version: int,
     *,
     by: str = "user",
     locked: bool = False,
 ) -> dict[str, int]:
-    """Point `label` at an existing version; returns the new label map."""
-    validate_label(label)
+    """Point `alias` at an existing version; returns the new {alias: version} map."""
+    validate_alias(alias)
     if int(version) not in repository.list_versions(model_dir, name):
         raise RepositoryError(f"model {name!r} has no version {version}")
     context = contextlib.nullcontext() if locked else lock(model_dir, name)
     with context:
         data = read(model_dir, name)
-        data["labels"][label] = int(version)
+        data["labels"][alias] = int(version)
         data["history"].append(
             {
-                "label": label,
+                "label": alias,
                 "version": int(version),
                 "by": by,
                 "at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -107,32 +114,32 @@ def set_label(
         return {k: int(v) for k, v in data["labels"].items()}
 
 
-def rollback(model_dir: str | Path, name: str, label: str = STABLE) -> int:
-    """Point `label` at the newest earlier version that held it before and still exists.
+def rollback(model_dir: str | Path, name: str, alias: str = STABLE) -> int:
+    """Point `alias` at the newest earlier version that held it before and still exists.
 
     Versions only grow, so repeated rollbacks walk further back (3 -> 2 -> 1).
     """
     with lock(model_dir, name):
         data = read(model_dir, name)
-        current = data["labels"].get(label)
+        current = data["labels"].get(alias)
         if current is None:
-            raise RepositoryError(f"model {name!r} has no {label!r} label to roll back")
+            raise RepositoryError(f"model {name!r} has no {alias!r} label to roll back")
         existing = set(repository.list_versions(model_dir, name))
         earlier = {
             e["version"]
             for e in data["history"]
-            if e["label"] == label and e["version"] < current and e["version"] in existing
+            if e["label"] == alias and e["version"] < current and e["version"] in existing
         }
         if not earlier:
-            raise RepositoryError(f"no earlier version of {name!r} to roll {label!r} back to")
+            raise RepositoryError(f"no earlier version of {name!r} to roll {alias!r} back to")
         target = max(earlier)
-        set_label(model_dir, name, label, target, by="rollback", locked=True)
+        set_alias(model_dir, name, alias, target, by="rollback", locked=True)
         return target
 
 
 def apply_retention(model_dir: str | Path, name: str, keep: int) -> list[int]:
-    """Delete all but the newest `keep` versions, never a labelled one; returns deleted."""
-    protected = set(labels(model_dir, name).values())
+    """Delete all but the newest `keep` versions, never an aliased one; returns deleted."""
+    protected = set(aliases(model_dir, name).values())
     versions = repository.list_versions(model_dir, name)
     newest = set(versions[-keep:]) if keep > 0 else set()
     deleted = []
@@ -213,7 +220,7 @@ def repository_version(
     versions = repository.list_versions(model_dir, name)
     if not versions:
         raise RepositoryError(f"model {quote(name)} has no published version in {model_dir}")
-    current = labels(model_dir, name)
+    current = aliases(model_dir, name)
     served = (
         versions if version is not None else policy_versions(versions, current, policy, specific)
     )

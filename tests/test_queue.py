@@ -98,7 +98,7 @@ def test_submit_runs_publishes_and_gates_a_worse_candidate(q, tmp_path):
     assert done["promotion"]["decision"] == "promote"
     assert done["progress"] is not None and done["started_at"] and done["finished_at"]
     assert (q.models / "shapes/1/saved_model.pb").is_file()
-    assert registry.labels(q.models, "shapes") == {"stable": 1}
+    assert registry.aliases(q.models, "shapes") == {"stable": 1}
 
     bad = q.submit(data=str(shuffled_labels_dataset(tmp_path)))
     rejected = wait_final(q.store, bad["id"])
@@ -109,7 +109,7 @@ def test_submit_runs_publishes_and_gates_a_worse_candidate(q, tmp_path):
     assert comparison["stable"]["accuracy"] > comparison["candidate"]["accuracy"]
     assert any("below stable" in r for r in comparison["reasons"])
     assert repository.list_versions(q.models, "shapes") == [1]
-    assert registry.labels(q.models, "shapes") == {"stable": 1}
+    assert registry.aliases(q.models, "shapes") == {"stable": 1}
 
 
 def test_invalid_config_and_paths_are_refused_at_submit(q, tmp_path, shapes_dir):

@@ -17,32 +17,32 @@ def make_versions(root, name, count):
 
 def test_labels_are_written_atomically_and_validated(tmp_path):
     make_versions(tmp_path, "m", 2)
-    assert registry.set_label(tmp_path, "m", "stable", 1) == {"stable": 1}
-    assert registry.set_label(tmp_path, "m", "canary", 2) == {"stable": 1, "canary": 2}
+    assert registry.set_alias(tmp_path, "m", "stable", 1) == {"stable": 1}
+    assert registry.set_alias(tmp_path, "m", "canary", 2) == {"stable": 1, "canary": 2}
     data = json.loads((tmp_path / "m/labels.json").read_text())
     assert data["labels"] == {"stable": 1, "canary": 2}
     assert [h["version"] for h in data["history"]] == [1, 2]
     with pytest.raises(RepositoryError, match="no version 7"):
-        registry.set_label(tmp_path, "m", "stable", 7)
+        registry.set_alias(tmp_path, "m", "stable", 7)
     with pytest.raises(InvalidInput, match="invalid label"):
-        registry.set_label(tmp_path, "m", "Bad Label", 1)
+        registry.set_alias(tmp_path, "m", "Bad Label", 1)
     assert not list((tmp_path / "m").glob(".labels.json.*"))
 
 
 def test_rollback_walks_back_through_stable_history(tmp_path):
     make_versions(tmp_path, "m", 3)
     for v in (1, 2, 3):
-        registry.set_label(tmp_path, "m", "stable", v)
+        registry.set_alias(tmp_path, "m", "stable", v)
     assert registry.rollback(tmp_path, "m") == 2
     assert registry.rollback(tmp_path, "m") == 1
     with pytest.raises(RepositoryError, match="no earlier version"):
         registry.rollback(tmp_path, "m")
-    assert registry.labels(tmp_path, "m") == {"stable": 1}
+    assert registry.aliases(tmp_path, "m") == {"stable": 1}
 
 
 def test_retention_keeps_newest_and_labelled(tmp_path):
     make_versions(tmp_path, "m", 6)
-    registry.set_label(tmp_path, "m", "stable", 2)
+    registry.set_alias(tmp_path, "m", "stable", 2)
     deleted = registry.apply_retention(tmp_path, "m", keep=2)
     assert deleted == [1, 3, 4]
     assert sorted(int(p.name) for p in (tmp_path / "m").iterdir() if p.name.isdigit()) == [2, 5, 6]
@@ -51,7 +51,7 @@ def test_retention_keeps_newest_and_labelled(tmp_path):
 def test_resolve_prefers_stable_then_latest(tmp_path):
     make_versions(tmp_path, "m", 3)
     assert registry.repository_version(tmp_path, "m") == 3
-    registry.set_label(tmp_path, "m", "stable", 2)
+    registry.set_alias(tmp_path, "m", "stable", 2)
     assert registry.repository_version(tmp_path, "m") == 2
     assert registry.repository_version(tmp_path, "m", version=1) == 1
     with pytest.raises(RepositoryError, match="no label 'canary'"):

@@ -363,7 +363,7 @@ def test_search_command_ranks_trials_and_trains_the_best(queue, tmp_path, shapes
     assert done["progress"]["final"] is True  # the last thing it did: train the best config
     # The best config went through the normal path: report, parity, gate, stable label.
     assert done["version"] == 1 and done["promotion"]["decision"] == "promote"
-    assert registry.labels(queue.models, "shapes") == {"stable": 1}
+    assert registry.aliases(queue.models, "shapes") == {"stable": 1}
     card = repository.read_model_card(queue.models / "shapes/1")
     assert card["config"] == result["best_config"]
     assert card["config"]["learning_rate"] == rows[0]["hyperparameters"]["learning_rate"]

@@ -14,16 +14,15 @@ from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2
 
 from imgclf import contract, errors
 from imgclf.errors import InvalidInput, NotFound, PayloadTooLarge
+from imgclf.prediction import Prediction
 from imgclf.server import grpc_codec, rest_codec
-from imgclf.server.core import Limits, Prediction, Target
-from imgclf.server.manager import ServedVersion
+from imgclf.server.core import Limits, Target
 
 LIMITS = Limits(max_images=4, max_pixels=100 * 100, max_request_bytes=1 << 20)
 
 
 def prediction(probabilities) -> Prediction:
-    served = ServedVersion("m", 3, path=None)  # type: ignore[arg-type]
-    return Prediction(served, np.array(probabilities, np.float32), ["cat", "dog", "fox"])
+    return Prediction("m", 3, np.array(probabilities, np.float32), ["cat", "dog", "fox"])
 
 
 # ---- the error table -----------------------------------------------------------------------

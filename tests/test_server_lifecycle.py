@@ -36,7 +36,7 @@ def wait_until(predicate, timeout=60.0):
 def test_hot_swap_under_load_and_refused_versions(trained, tmp_path):
     model_dir = tmp_path / "models"
     copy_version(trained.version_dir, model_dir, "shapes", 1)
-    registry.set_label(model_dir, "shapes", "stable", 1)
+    registry.set_alias(model_dir, "shapes", "stable", 1)
     server = start_server(model_dir)
     base = f"http://127.0.0.1:{server.rest_port}"
     image = (trained.version_dir / "golden/0000.img").read_bytes()
@@ -58,7 +58,7 @@ def test_hot_swap_under_load_and_refused_versions(trained, tmp_path):
             t.start()
         time.sleep(1.0)
         copy_version(trained.version_dir, model_dir, "shapes", 2)
-        registry.set_label(model_dir, "shapes", "stable", 2)
+        registry.set_alias(model_dir, "shapes", "stable", 2)
         wait_until(lambda: "2" in seen)
         time.sleep(1.0)
         stop.set()

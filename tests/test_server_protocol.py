@@ -40,7 +40,7 @@ def two(trained, tmp_path_factory):
     model_dir = tmp_path_factory.mktemp("protocol") / "models"
     copy_version(trained.version_dir, model_dir, "shapes", 1)
     copy_version(trained.version_dir, model_dir, "shapes", 2)
-    registry.set_label(model_dir, "shapes", "stable", 1)
+    registry.set_alias(model_dir, "shapes", "stable", 1)
     server = start_server(model_dir, max_images_per_request=8)
     both = threading.Event()
     while not both.wait(0.1):  # wait on the state: version 2 loads after version 1

@@ -74,7 +74,7 @@ class ControlPlane:
             out.append(
                 {
                     "name": name,
-                    "labels": registry.labels(self.settings.model_dir, name),
+                    "labels": registry.aliases(self.settings.model_dir, name),
                     "serving_labels": self.manager.labels(name),
                     "versions": [
                         {"version": s.version, "state": s.state.name, "error": s.error}
@@ -84,10 +84,11 @@ class ControlPlane:
             )
         return out
 
-    def promote(self, name: str, label: str, version: Any) -> dict:
+    def promote(self, name: str, alias: str, version: Any) -> dict:
+        """Point a version alias (stable, canary) at `version`; the JSON key stays "labels"."""
         if isinstance(version, bool) or not isinstance(version, int):
             raise InvalidInput("'version' must be an integer")
-        labels = registry.set_label(
-            self.settings.model_dir, name, label, version, by="REST/gRPC promote"
+        aliases = registry.set_alias(
+            self.settings.model_dir, name, alias, version, by="REST/gRPC promote"
         )
-        return {"name": name, "labels": labels}
+        return {"name": name, "labels": aliases}

@@ -13,11 +13,10 @@ import contextlib
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import numpy as np
 
-from imgclf import contract, registry
+from imgclf import registry
 from imgclf.errors import (
     BadImageError,
     ImgclfError,
@@ -27,6 +26,7 @@ from imgclf.errors import (
     PayloadTooLarge,
     quote,
 )
+from imgclf.prediction import Prediction
 from imgclf.server.imageinfo import sniff
 from imgclf.server.manager import ModelManager, ServedVersion, State
 from imgclf.server.metrics import Metrics
@@ -59,40 +59,6 @@ class Limits:
         return cls(
             settings.max_images_per_request, settings.max_image_pixels, settings.max_request_bytes
         )
-
-
-class ClassScore(NamedTuple):
-    class_name: str
-    score: float
-
-
-@dataclass
-class Prediction:
-    """The one answer type: which version answered, probabilities [n, classes] float32."""
-
-    served: ServedVersion
-    probabilities: np.ndarray
-    class_names: list[str]
-
-    @property
-    def version(self) -> int:
-        return self.served.version
-
-    def classes(self) -> np.ndarray:
-        """int64 [n]: the index of the most probable class per image."""
-        return self.probabilities.argmax(axis=1).astype(np.int64)
-
-    def predicted_names(self) -> list[str]:
-        names = self.class_names
-        return [names[i] for i in self.classes()]
-
-    def top_k(self, k: int = contract.DEFAULT_TOP_K) -> list[list[ClassScore]]:
-        k = max(1, min(int(k), len(self.class_names)))
-        order = np.argsort(-self.probabilities, axis=1, kind="stable")[:, :k]
-        return [
-            [ClassScore(self.class_names[i], float(row[i])) for i in idx]
-            for row, idx in zip(self.probabilities, order, strict=True)
-        ]
 
 
 @dataclass
@@ -263,7 +229,7 @@ class DataPlane:
                 )
         self.metrics.queue_depth.labels(served.name).set(batcher.depth())
         probabilities = future.result(timeout=_RESULT_TIMEOUT_S)
-        prediction = Prediction(served, probabilities, loaded.labels)
+        prediction = Prediction(served.name, served.version, probabilities, loaded.labels)
         version = str(served.version)
         for name, row in zip(prediction.predicted_names(), probabilities, strict=True):
             self.metrics.predictions.labels(served.name, version, name).inc()

@@ -23,7 +23,8 @@ from tensorflow_serving.apis import (
 
 from imgclf import contract
 from imgclf.errors import InvalidInput, PayloadTooLarge, quote
-from imgclf.server.core import Limits, Prediction, Target
+from imgclf.prediction import Prediction
+from imgclf.server.core import Limits, Target
 from imgclf.server.manager import ServedVersion
 from imgclf.v1 import imgclf_pb2
 

@@ -197,14 +197,9 @@ class ModelManager:
         return list(self.settings.models) or repository.list_models(self.model_dir)
 
     def _desired(self, versions: list[int], labels: dict[str, int]) -> set[int]:
-        existing = set(versions)
-        labelled = {v for v in labels.values() if v in existing}
-        policy = self.settings.version_policy
-        if policy == "specific":
-            return set(self.settings.serve_versions) & existing
-        if policy == "labelled":
-            return labelled or ({max(versions)} if versions else set())
-        return labelled | ({max(versions)} if versions else set())
+        return registry.policy_versions(
+            versions, labels, self.settings.version_policy, self.settings.serve_versions
+        )
 
     def poll_once(self) -> None:
         for name in self.configured_models():
@@ -212,7 +207,7 @@ class ModelManager:
                 return
             versions = repository.list_versions(self.model_dir, name)
             try:
-                labels = registry.labels(self.model_dir, name)
+                labels = registry.aliases(self.model_dir, name)
             except RepositoryError as exc:
                 log.error("model %s: %s; keeping the previous labels", name, exc)
                 labels = dict(self._labels.get(name, {}))

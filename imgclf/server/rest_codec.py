@@ -17,7 +17,8 @@ import numpy as np
 
 from imgclf import contract
 from imgclf.errors import InvalidInput, NotFound, quote
-from imgclf.server.core import Prediction, Target
+from imgclf.prediction import Prediction
+from imgclf.server.core import Target
 
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 _ALIAS = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")

@@ -126,7 +126,7 @@ class PromotionGate:
 
     def check(self, card: dict, dataset: Dataset) -> dict:
         """Raise Rejected, or return the comparison (which goes into the model card)."""
-        stable_version = registry.labels(self.model_dir, self.name).get(registry.STABLE)
+        stable_version = registry.aliases(self.model_dir, self.name).get(registry.STABLE)
         stable_metrics = None
         if stable_version in repository.list_versions(self.model_dir, self.name):
             stable_metrics = evaluate_version(
@@ -146,7 +146,7 @@ class PromotionGate:
         return comparison
 
     def after_publish(self, version: int) -> None:
-        registry.set_label(
+        registry.set_alias(
             self.model_dir, self.name, registry.STABLE, version, by="promotion gate", locked=True
         )
         if self.keep_versions:
