@@ -187,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_experiments.add_commands(sub)
     cli_models.add_commands(sub)
+    from imgclf import cli_audit
+
+    cli_audit.add_commands(sub)
     return parser
 
 

@@ -1,0 +1,125 @@
+"""The data audit on real photos with planted problems: near-copies across splits,
+the same picture under two labels, label errors ranked by a trained model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from imgclf.audit import audit_folder, drop_leaks
+from imgclf.audit.index import near_pairs
+from imgclf.cli import main
+from tests.audit_data import planted_folder
+
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    root = tmp_path_factory.mktemp("audit") / "data"
+    return root, planted_folder(root)
+
+
+@pytest.fixture(scope="module")
+def report(planted) -> dict:
+    return audit_folder(planted[0])
+
+
+def _grouped(report: dict) -> list[set[str]]:
+    return [{m["path"] for m in g["members"]} for g in report["near_duplicates"]]
+
+
+def test_planted_copies_of_test_images_are_found_as_leakage(planted, report):
+    _, plants = planted
+    groups = _grouped(report)
+    found = [pair for pair in plants["leaks"] if any(set(pair) <= g for g in groups)]
+    assert len(found) >= len(plants["leaks"]) - 1, set(plants["leaks"]) - set(found)
+    leaked = set(report["leakage"]["test_with_train_copy"])
+    assert {test for test, _ in found} <= leaked
+    assert report["summary"]["test_with_train_copy"] == len(leaked)
+    for group in report["near_duplicates"]:
+        for member in group["members"]:
+            assert member["split"] in ("train", "val", "test") and member["label"]
+            assert (planted[0] / member["path"]).is_file()
+
+
+def test_same_picture_under_two_labels_is_a_cross_label_group(planted, report):
+    _, plants = planted
+    cross = [g for g in report["near_duplicates"] if "cross_label" in g["tags"]]
+    for pair in plants["cross"]:
+        assert any(set(pair) <= {m["path"] for m in g["members"]} for g in cross)
+    assert all("exact" in g["tags"] for g in cross)
+
+
+def test_few_false_groups(planted, report):
+    _, plants = planted
+    planted_paths = {p for pairs in plants.values() for pair in pairs for p in pair}
+    false = [g for g in _grouped(report) if not g & planted_paths]
+    assert len(false) <= 2, false
+    summary = report["summary"]
+    assert summary["pairs_compared"] < summary["images"] ** 2 / 20  # an index, not all pairs
+    assert summary["seconds"]["total"] > 0
+
+
+def test_index_finds_pairs_without_comparing_all_of_them():
+    rng = np.random.default_rng(3)
+    thumbs = rng.integers(0, 256, (3000, 16, 16), dtype=np.uint8)
+    phash = rng.integers(0, 2**63, 3000, dtype=np.int64).astype(np.uint64)
+    thumbs[2999], phash[2999] = np.clip(thumbs[7].astype(int) + 2, 0, 255), phash[7] ^ np.uint64(5)
+    pairs, compared = near_pairs(phash, thumbs)
+    assert [7, 2999] in pairs.tolist()
+    assert compared < 3000 * 2999 / 2 / 100
+
+
+def test_drop_removes_the_training_copies_and_keeps_the_test_split(planted, report):
+    from imgclf.trainer.data import load_dataset
+
+    dataset = load_dataset(
+        planted[0], val_fraction=0.15, test_fraction=0.15, seed=42, is_image=lambda p: None
+    )
+    test_before = list(dataset.splits["test"])
+    dropped = drop_leaks(dataset, report)
+    assert len(dropped) >= len(planted[1]["leaks"]) - 1
+    assert all(p.startswith("train/") for p in dropped)
+    assert dataset.splits["test"] == test_before
+    assert not {dataset.relative(s) for s in dataset.splits["train"]} & set(dropped)
+
+
+def test_cli_writes_json_and_offline_html(planted, tmp_path, capsys):
+    out_json, out_html = tmp_path / "audit.json", tmp_path / "audit.html"
+    code = main(
+        ["audit", "--data", str(planted[0]), "--json", str(out_json), "--html", str(out_html)]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "test image(s) with a near-copy in training" in printed
+    document = json.loads(out_json.read_text())
+    assert {"near_duplicates", "label_suspects", "summary"} <= set(document)
+    page = out_html.read_text()
+    assert page.count("data:image/jpeg;base64,") >= 2 * len(document["near_duplicates"])
+    assert "http://" not in page and "https://" not in page
+
+
+def test_cli_refuses_a_missing_folder(tmp_path, capsys):
+    assert main(["audit", "--data", str(tmp_path / "nope")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_checks_report_unreadable_tiny_and_grayscale(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    for label in ("a", "b"):
+        for i in range(6):
+            pixels = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
+            (tmp_path / label).mkdir(exist_ok=True)
+            Image.fromarray(pixels).save(tmp_path / label / f"{i}.png")
+    Image.fromarray(rng.integers(0, 256, (20, 200), dtype=np.uint8)).save(tmp_path / "a" / "g.png")
+    (tmp_path / "b" / "broken.jpg").write_bytes(b"not an image")
+    result = audit_folder(tmp_path)
+    s = result["summary"]
+    assert (s["unreadable"], s["tiny"], s["extreme_aspect"], s["grayscale"]) == (1, 1, 1, 1)
+    assert result["image_checks"]["color_modes"]["mixed"]
+    assert {f["id"] for f in result["findings"]} >= {"unreadable", "shapes", "color_mix"}
