@@ -15,7 +15,6 @@ from imgclf.cli import main
 from tests.audit_data import planted_folder
 
 
-
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     root = tmp_path_factory.mktemp("audit") / "data"
