@@ -122,3 +122,41 @@ def test_checks_report_unreadable_tiny_and_grayscale(tmp_path):
     assert (s["unreadable"], s["tiny"], s["extreme_aspect"], s["grayscale"]) == (1, 1, 1, 1)
     assert result["image_checks"]["color_modes"]["mixed"]
     assert {f["id"] for f in result["findings"]} >= {"unreadable", "shapes", "color_mix"}
+
+
+def test_audit_job_through_the_queue(planted, tmp_path, redis_url):
+    from imgclf.jobs.service import celery_sender, submit_job
+    from imgclf.jobs.store import open_store
+    from tests.workers import WorkerProcess, isolated_queue, wait_final
+
+    data = planted[0]
+    settings, env = isolated_queue(tmp_path, redis_url, [data.parent])
+    store = open_store(redis_url, settings.key_prefix)
+    worker = WorkerProcess(env, tmp_path / "worker.log").wait_ready()
+    try:
+        job = submit_job(
+            {"kind": "audit", "name": "photos", "data": str(data)},
+            settings=settings,
+            store=store,
+            send=celery_sender(settings),
+        )
+        assert job["kind"] == "audit"
+        final = wait_final(store, job["id"], timeout=120)
+    finally:
+        worker.stop()
+    assert final["status"] == "succeeded", final["error"]
+    result = final["result"]
+    assert result["summary"]["test_with_train_copy"] >= len(planted[1]["leaks"]) - 1
+    assert result["near_duplicates"] and Path(final["report"]).is_file()
+    assert json.loads(Path(result["json"]).read_text())["summary"] == result["summary"]
+
+
+def test_audit_job_fields_are_checked_at_submission():
+    from imgclf.errors import ConfigError
+    from imgclf.jobs.spec import parse_job
+
+    with pytest.raises(ConfigError, match="'audit_labels' applies only to jobs of kind 'audit'"):
+        parse_job({"name": "m", "data": "d", "audit_labels": True})
+    with pytest.raises(ConfigError, match="audit_version needs audit_labels"):
+        parse_job({"name": "m", "data": "d", "kind": "audit", "audit_version": 2})
+    assert parse_job({"name": "m", "data": "d", "kind": "audit", "audit_labels": True})
