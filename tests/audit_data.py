@@ -88,3 +88,37 @@ def planted_folder(root: Path, per_kind: int = 4, wrong_labels: int = 3) -> dict
         _save(pixels, root / copy)
         planted["cross"].append((rel, copy))
     return planted
+
+
+def digits_folder(root: Path, digits=(0, 1, 4), per_split=(40, 10, 10), wrong=2, leaks=3) -> dict:
+    """scikit-learn's handwritten digits at 32 px in train/val/test folders, with `wrong`
+    training images per class moved into the next class and `leaks` test images copied
+    (shifted by a pixel) into training. Returns {"wrong": [path], "leaks": [(test, copy)]}."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    planted: dict = {"wrong": [], "leaks": []}
+    names = [str(d) for d in digits]
+    for position, digit in enumerate(digits):
+        images = bunch.images[bunch.target == digit][: sum(per_split)]
+        start = 0
+        for split, count in zip(("train", "val", "test"), per_split, strict=True):
+            for i, image in enumerate(images[start : start + count]):
+                pixels = np.asarray(
+                    Image.fromarray((image * 15).astype(np.uint8)).resize(
+                        (32, 32), Image.Resampling.BILINEAR
+                    )
+                )
+                label = names[position]
+                if split == "train" and i < wrong:
+                    label = names[(position + 1) % len(names)]
+                rel = f"{split}/{label}/d{digit}_{i:03d}.png"
+                _save(pixels, root / rel)
+                if label != names[position]:
+                    planted["wrong"].append(rel)
+                if split == "test" and i < leaks // len(digits) + (position < leaks % len(digits)):
+                    copy = f"train/{label}/copy_d{digit}_{i:03d}.png"
+                    _save(np.roll(pixels, 1, axis=1), root / copy)
+                    planted["leaks"].append((rel, copy))
+            start += count
+    return planted
