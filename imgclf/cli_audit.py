@@ -9,9 +9,12 @@ from imgclf.settings import Settings
 
 
 def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
+    from imgclf.cli import CliError
     from imgclf.config import load_config_file, parse_config
 
     config = parse_config(load_config_file(args.config) if args.config else {})
+    if args.name and args.kfold_dir:
+        raise CliError("give --name (a model version) or --kfold-dir, not both")
     version_dir = None
     if args.name:
         from imgclf import repository
@@ -31,6 +34,7 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
         test_fraction=config.test_fraction,
         seed=config.seed,
         version_dir=version_dir,
+        kfold_dir=Path(args.kfold_dir) if args.kfold_dir else None,
     )
     print("\n".join(console_lines(report, limit=args.show)))
     if args.json:
@@ -49,6 +53,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     audit.add_argument("--name", help="model whose predictions rank label suspects")
     audit.add_argument("--version", type=int, help="default: the newest version")
     audit.add_argument("--model-dir", help="model repository (default $IMGCLF_MODEL_DIR)")
+    audit.add_argument(
+        "--kfold-dir", help="run folder of a k-fold job: rank label suspects out-of-fold"
+    )
     audit.add_argument("--json", help="write the full report here")
     audit.add_argument("--html", help="write an HTML page with thumbnails here")
     audit.add_argument("--show", type=int, default=10, help="groups and suspects printed")

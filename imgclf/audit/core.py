@@ -37,8 +37,10 @@ def audit_folder(
     test_fraction: float = 0.15,
     seed: int = 42,
     version_dir: Path | None = None,
+    kfold_dir: Path | None = None,
 ) -> dict:
-    """Scan `data` as a training run with these split settings would, then audit it."""
+    """Scan `data` as a training run with these split settings would, then audit it.
+    Label suspects come from model version `version_dir` or k-fold run `kfold_dir`."""
     started = time.monotonic()
     facts: dict[Path, ImageFacts] = {}
 
@@ -53,7 +55,7 @@ def audit_folder(
         data, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, is_image=is_image
     )
     scan_seconds = time.monotonic() - started
-    report = audit_dataset(dataset, facts=facts, version_dir=version_dir)
+    report = audit_dataset(dataset, facts=facts, version_dir=version_dir, kfold_dir=kfold_dir)
     report["summary"]["seconds"]["scan_and_hash"] = round(scan_seconds, 3)
     report["summary"]["seconds"]["total"] = round(time.monotonic() - started, 3)
     return report
@@ -71,6 +73,7 @@ def audit_dataset(
     *,
     facts: dict[Path, ImageFacts] | None = None,
     version_dir: Path | None = None,
+    kfold_dir: Path | None = None,
 ) -> dict:
     """Audit a scanned, split dataset. `facts` reuses hashes a scan already computed."""
     started = time.monotonic()
@@ -121,6 +124,10 @@ def audit_dataset(
         from imgclf.audit.labels import label_suspects
 
         suspects, model_info = label_suspects(dataset, Path(version_dir))
+    elif kfold_dir is not None:
+        from imgclf.audit.labels import kfold_suspects
+
+        suspects, model_info = kfold_suspects(dataset, Path(kfold_dir))
     label_seconds = time.monotonic() - t
 
     train_counts = Counter(s.label for s in dataset.splits["train"])

@@ -71,25 +71,26 @@ def knn_votes(features: np.ndarray, labels: np.ndarray, classes: int, k: int) ->
     return votes
 
 
-def label_suspects(dataset: Dataset, version_dir: Path) -> tuple[list[dict], dict]:
-    """Suspects most suspicious first, and which model and method produced them."""
-    samples = [(split, s) for split in ("train", "val", "test") for s in dataset.splits[split]]
-    if len(samples) < 2:
-        return [], {"version_dir": str(version_dir), "method": "none: fewer than 2 images"}
-    labels, probs = predict_files(version_dir, [s.path for _, s in samples])
-    unknown = sorted(set(dataset.classes) - set(labels))
+def _rank(
+    rows: list[tuple[str, str, str]],
+    labels: list[str],
+    probs: np.ndarray,
+    trained_on: set[str],
+) -> list[dict]:
+    """rows: (path, split, given label) aligned with `probs` [N, classes]; suspects sorted."""
+    unknown = sorted({given for _, _, given in rows} - set(labels))
     if unknown:
         raise DataError(
-            f"the model at {version_dir} does not know class(es) {', '.join(unknown)}; "
+            f"the predictions do not know class(es) {', '.join(unknown)}; "
             "audit labels with a model trained on the same classes"
         )
     index = {label: i for i, label in enumerate(labels)}
-    given = np.array([index[s.label] for _, s in samples])
-    votes = knn_votes(np.sqrt(probs.astype(np.float64)), given, len(labels), NEIGHBOURS)
-    trained_on = _model_train_paths(version_dir, dataset)
+    given = np.array([index[g] for _, _, g in rows])
+    votes = knn_votes(
+        np.sqrt(np.clip(probs, 0, 1).astype(np.float64)), given, len(labels), NEIGHBOURS
+    )
     suspects = []
-    for row, (split, sample) in enumerate(samples):
-        path = dataset.relative(sample)
+    for row, (path, split, label) in enumerate(rows):
         in_sample = path in trained_on
         w = _MODEL_WEIGHT[in_sample]
         mixed = w * probs[row] + (1 - w) * votes[row]
@@ -100,7 +101,7 @@ def label_suspects(dataset: Dataset, version_dir: Path) -> tuple[list[dict], dic
             {
                 "path": path,
                 "split": split,
-                "given": sample.label,
+                "given": label,
                 "suggested": labels[suggested],
                 "score": round(float(1.0 - mixed[given[row]]), 4),
                 "model_p_given": round(float(probs[row, given[row]]), 4),
@@ -109,11 +110,57 @@ def label_suspects(dataset: Dataset, version_dir: Path) -> tuple[list[dict], dic
             }
         )
     suspects.sort(key=lambda x: (-x["score"], x["path"]))
+    return suspects
+
+
+def label_suspects(dataset: Dataset, version_dir: Path) -> tuple[list[dict], dict]:
+    """Suspects from a model version, most suspicious first, and how they were made."""
+    samples = [(split, s) for split in ("train", "val", "test") for s in dataset.splits[split]]
+    if len(samples) < 2:
+        return [], {"version_dir": str(version_dir), "method": "none: fewer than 2 images"}
+    labels, probs = predict_files(version_dir, [s.path for _, s in samples])
+    rows = [(dataset.relative(s), split, s.label) for split, s in samples]
+    trained_on = _model_train_paths(version_dir, dataset)
     info = {
         "version_dir": str(version_dir),
         "method": f"model probability + leave-one-out {NEIGHBOURS}-NN vote on its outputs",
-        "images_the_model_trained_on": sum(
-            1 for _, s in samples if dataset.relative(s) in trained_on
-        ),
+        "images_the_model_trained_on": sum(1 for r in rows if r[0] in trained_on),
     }
-    return suspects, info
+    return _rank(rows, labels, probs, trained_on), info
+
+
+def kfold_suspects(dataset: Dataset, kfold_run_dir: Path) -> tuple[list[dict], dict]:
+    """Suspects from a k-fold job's out-of-fold predictions (RUN_DIR/kfold/fold_*/
+    predictions.json): every probability comes from a model that never saw the image.
+    Images the folds did not hold (the kept-out test split, files added since) are not
+    ranked."""
+    files = sorted((Path(kfold_run_dir) / "kfold").glob("fold_*/predictions.json"))
+    if not files:
+        raise DataError(
+            f"no out-of-fold predictions under {kfold_run_dir}/kfold/: give the run folder "
+            "of a finished k-fold job"
+        )
+    oof: dict[str, list[float]] = {}
+    labels: list[str] = []
+    for path in files:
+        fold = json.loads(path.read_text(encoding="utf-8"))
+        if Path(fold["root"]).resolve() != Path(dataset.root).resolve():
+            raise DataError(f"{path} was made for data {fold['root']}, not {dataset.root}")
+        labels = fold["classes"]
+        oof.update({rel: probs for rel, _label, probs in fold["rows"]})
+    rows, probs = [], []
+    for split in ("train", "val", "test"):
+        for sample in dataset.splits[split]:
+            rel = dataset.relative(sample)
+            if rel in oof:
+                rows.append((rel, split, sample.label))
+                probs.append(oof[rel])
+    info = {
+        "kfold_dir": str(kfold_run_dir),
+        "method": f"out-of-fold probability + leave-one-out {NEIGHBOURS}-NN vote on them",
+        "images_ranked": len(rows),
+        "images_without_prediction": sum(len(v) for v in dataset.splits.values()) - len(rows),
+    }
+    if len(rows) < 2:
+        return [], info
+    return _rank(rows, labels, np.asarray(probs, np.float64), set()), info
