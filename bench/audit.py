@@ -42,7 +42,7 @@ def make_data(root: Path, images: int, classes: int = 10, seed: int = 0) -> list
     )
     for i in range(images):
         split = "test" if i % 5 == 0 else "train"
-        label = f"c{i % classes}"
+        label = f"c{(i // 5) % classes}"
         folder = root / split / label
         folder.mkdir(parents=True, exist_ok=True)
         pixels = _texture(rng)

@@ -160,3 +160,79 @@ def test_audit_job_fields_are_checked_at_submission():
     with pytest.raises(ConfigError, match="audit_version needs audit_labels"):
         parse_job({"name": "m", "data": "d", "kind": "audit", "audit_version": 2})
     assert parse_job({"name": "m", "data": "d", "kind": "audit", "audit_labels": True})
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory: pytest.TempPathFactory):
+    """One small training on digits with planted label errors and leaked test copies."""
+    from imgclf.config import parse_config
+    from imgclf.trainer.run import train_and_export
+    from tests.audit_data import digits_folder
+    from tests.conftest import FAST
+
+    root = tmp_path_factory.mktemp("digits")
+    plants = digits_folder(root / "data")
+    config = {
+        **FAST,
+        "augmentation": "none",
+        "head_epochs": 3,
+        "fine_tune_epochs": 5,
+        "fine_tune_from": "conv3",
+        "fine_tune_learning_rate": 1e-3,
+    }
+    result = train_and_export(
+        parse_config(config),
+        data=root / "data",
+        name="digits",
+        model_dir=root / "models",
+        run_dir=root / "run",
+    )
+    return root / "data", plants, result
+
+
+def test_training_run_audits_its_data_first(digits_run):
+    from imgclf import contract
+
+    _, plants, result = digits_run
+    audit = result.card["audit"]
+    assert audit["leakage"]["mode"] == "warn" and audit["leakage"]["dropped_from_train"] == []
+    leaked = set(audit["leakage"]["test_with_train_copy"])
+    assert {test for test, _ in plants["leaks"]} <= leaked
+    assert audit["summary"]["test_with_train_copy"] == len(leaked)
+    card = json.loads((result.version_dir / contract.MODEL_CARD_FILE).read_text())
+    assert card["audit"]["summary"] == audit["summary"]
+    page = result.report.read_text()
+    assert "Data audit" in page
+    assert f"{len(leaked)} test image(s) have a near-copy in training" in page
+
+
+def test_planted_label_errors_rank_at_the_top(digits_run, tmp_path, capsys):
+    data, plants, result = digits_run
+    out = tmp_path / "audit.json"
+    code = main(
+        [
+            "audit",
+            "--data",
+            str(data),
+            "--model-dir",
+            str(result.version_dir.parent.parent),
+            "--name",
+            "digits",
+            "--json",
+            str(out),
+        ]
+    )
+    assert code == 0
+    report = json.loads(out.read_text())
+    suspects = report["label_suspects"]
+    ranks = {s["path"]: i for i, s in enumerate(suspects)}
+    wrong = plants["wrong"]
+    assert all(ranks.get(p, 99) < 2 * len(wrong) for p in wrong), [ranks.get(p) for p in wrong]
+    scores = [s["score"] for s in suspects]
+    assert scores == sorted(scores, reverse=True)
+    for s in suspects:
+        assert s["suggested"] != s["given"] and 0 <= s["score"] <= 1
+    first = next(s for s in suspects if s["path"] in wrong)
+    digit = first["path"].split("/")[-1][1]  # d<true digit>_NNN.png
+    assert first["suggested"] == digit
+    assert report["label_model"]["images_the_model_trained_on"] > 0

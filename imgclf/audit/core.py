@@ -43,9 +43,10 @@ def audit_folder(
     Label suspects come from model version `version_dir` or k-fold run `kfold_dir`."""
     started = time.monotonic()
     facts: dict[Path, ImageFacts] = {}
+    read = _read_all(Path(data).expanduser())
 
     def is_image(path: Path) -> str | None:
-        result = read_facts(path)
+        result = read.pop(path, None) or read_facts(path)
         if isinstance(result, str):
             return result
         facts[path] = result
@@ -59,6 +60,20 @@ def audit_folder(
     report["summary"]["seconds"]["scan_and_hash"] = round(scan_seconds, 3)
     report["summary"]["seconds"]["total"] = round(time.monotonic() - started, 3)
     return report
+
+
+def _read_all(root: Path) -> dict[Path, ImageFacts | str]:
+    """Facts of every file under a data folder, read by a thread pool before the scan
+    asks for them one by one (a CSV manifest's files are read during the scan)."""
+    if not root.is_dir():
+        return {}
+    files = [
+        p
+        for p in root.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    ]
+    with ThreadPoolExecutor(_READ_THREADS) as pool:
+        return dict(zip(files, pool.map(read_facts, files), strict=True))
 
 
 def _facts_for(samples: list[Sample], known: dict[Path, ImageFacts]) -> list[ImageFacts | str]:
