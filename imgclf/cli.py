@@ -43,6 +43,13 @@ def _print_result(result) -> None:
         f"parity: {'passed' if result.parity['passed'] else 'FAILED'} "
         f"(max diff {result.parity['max_abs_diff']:.1e} on {result.parity['samples']} images)"
     )
+    audit = result.card.get("audit", {}).get("summary")
+    if audit:
+        print(
+            f"data audit: {audit['test_with_train_copy']} test image(s) with a near-copy in "
+            f"training, {audit['duplicate_groups']} duplicate group(s), "
+            f"{audit['dropped_from_train']} training copies dropped"
+        )
     print(f"report: {result.report}")
 
 
@@ -202,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_experiments.add_commands(sub)
     cli_models.add_commands(sub)
+    from imgclf import cli_audit
+
+    cli_audit.add_commands(sub)
     return parser
 
 

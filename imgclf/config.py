@@ -18,6 +18,7 @@ from imgclf.errors import ConfigError
 
 AugmentationPreset = Literal["none", "light", "standard", "strong"]
 ClassWeightMode = Literal["auto", "balanced", "none"]
+LeakageMode = Literal["warn", "drop"]
 OptimizerName = Literal["adam", "sgd"]
 Stage = Literal["conv2", "conv3", "conv4", "conv5"]
 
@@ -80,6 +81,10 @@ class TrainConfig(BaseModel):
         1024, ge=0, le=262144, description="Keep preprocessed images in memory up to this size."
     )
     parity_samples: int = Field(8, ge=1, le=256, description="Held-out images for parity.")
+    leakage: LeakageMode = Field(
+        "warn",
+        description="Training copies of val/test images (audit): 'warn', or 'drop' them.",
+    )
 
     @field_validator("weights")
     @classmethod

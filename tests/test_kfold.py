@@ -131,6 +131,11 @@ def test_interrupted_kfold_keeps_finished_folds(tmp_path, shapes_dir):
     assert fold1.read_text() == saved
     assert [f["fold"] for f in done.result["per_fold"]] == [1, 2]
     assert done.result["finished"] and done.curves.is_file()
+    folds = json.loads((tmp_path / "kfold/folds.json").read_text())["folds"]
+    for index, fold in enumerate(folds, start=1):  # out-of-fold predictions for the audit
+        saved = json.loads((tmp_path / f"kfold/fold_{index}/predictions.json").read_text())
+        assert [row[:2] for row in saved["rows"]] == fold
+        assert all(abs(sum(row[2]) - 1) < 1e-3 for row in saved["rows"])
 
 
 @pytest.fixture

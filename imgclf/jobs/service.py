@@ -14,9 +14,15 @@ from imgclf.settings import Settings
 TRAIN_TASK = "imgclf.train"
 SEARCH_TASK = "imgclf.search"
 KFOLD_TASK = "imgclf.kfold"
+AUDIT_TASK = "imgclf.audit"
 # Each kind has its own stable task name, so deployments can route kinds to their own
 # queues (a search is long; it may belong on a GPU queue).
-KIND_TASKS = {"train": TRAIN_TASK, "search": SEARCH_TASK, "kfold": KFOLD_TASK}
+KIND_TASKS = {
+    "train": TRAIN_TASK,
+    "search": SEARCH_TASK,
+    "kfold": KFOLD_TASK,
+    "audit": AUDIT_TASK,
+}
 
 # send(job_id, kind): queue the job's task. The record is stored before it is called.
 Sender = Callable[[str, str], None]
@@ -48,7 +54,7 @@ def submit_job(
         "diagnosis": None,
         "promotion": None,
         "report": None,
-        "result": None,  # search: ranked trials and best config; kfold: per-fold and mean
+        "result": None,  # search: trials, best config; kfold: per-fold, mean; audit: summary
         "error": None,
         "cancel_requested": False,
     }

@@ -1,9 +1,11 @@
 """The job document: the training config plus what to do with it, and the promotion rules.
 
-Three kinds of job share one document:
+Four kinds of job share one document:
   train    one training run through the normal path (report, parity, promotion gate)
   search   a Keras Tuner search over `search_space`, optionally training the best config
   kfold    stratified K-fold cross-validation of the config, optionally training it after
+  audit    a data audit (imgclf.audit) of `data` split as the config says; with
+           `audit_labels`, model `name` ranks label-error suspects
 
 Everything is validated at submission, so a wrong space or budget is refused with a
 message naming the field before a worker ever sees it.
@@ -33,7 +35,7 @@ from imgclf.config import (
 from imgclf.errors import ConfigError, InvalidInput
 from imgclf.repository import validate_model_name
 
-JobKind = Literal["train", "search", "kfold"]
+JobKind = Literal["train", "search", "kfold", "audit"]
 TunerName = Literal["hyperband", "random", "bayesian"]
 ObjectiveName = Literal["val_loss", "val_accuracy"]
 STATUSES = ("queued", "running", "succeeded", "failed", "rejected", "cancelled")
@@ -147,6 +149,8 @@ KIND_FIELDS: dict[str, tuple[str, ...]] = {
     "folds": ("kfold",),
     "fold_noise_gate": ("kfold",),
     "then_train": ("search", "kfold"),
+    "audit_labels": ("audit",),
+    "audit_version": ("audit",),
 }
 
 
@@ -155,7 +159,7 @@ class JobSpec(TrainConfig):
 
     name: str = Field(description="Model name the version is published under.")
     data: str = Field(min_length=1, description="Data path, resolved under IMGCLF_DATA_ROOTS.")
-    kind: JobKind = Field("train", description="What the job does: train, search or kfold.")
+    kind: JobKind = Field("train", description="What the job does: train, search, kfold or audit.")
     idempotency_key: str | None = Field(
         None, min_length=1, max_length=200, description="Same key -> same job, never a 2nd run."
     )
@@ -213,6 +217,14 @@ class JobSpec(TrainConfig):
         False, description="Afterwards, train (best) config through the normal path and publish."
     )
 
+    # kind "audit"
+    audit_labels: bool = Field(
+        False, description="Rank label-error suspects with a version of model `name`."
+    )
+    audit_version: int | None = Field(
+        None, ge=1, description="That version (default: the newest); needs audit_labels."
+    )
+
     @model_validator(mode="after")
     def _fits_kind(self) -> JobSpec:
         for field, kinds in KIND_FIELDS.items():
@@ -234,6 +246,8 @@ class JobSpec(TrainConfig):
                 "(fine_tune_epochs is 0): declare a search_space without them (the default "
                 "space has them)"
             )
+        if self.audit_version is not None and not self.audit_labels:
+            raise ValueError("audit_version needs audit_labels: true")
         if self.fold_noise_gate and not self.then_train:
             raise ValueError("fold_noise_gate needs then_train: true (it gates that version)")
         return self

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 
 from imgclf.config import TrainConfig
 from imgclf.trainer.data import Dataset, Sample, class_weights
@@ -91,11 +92,22 @@ def score(
     Keras' `val_loss` it holds no label smoothing and no L2 term, so configs that differ
     in those are compared fairly.
     """
-    probabilities = classifier.model.predict(
-        evaluation_dataset(samples, classes, preprocess, config), verbose=0
-    )
+    probabilities = predict(classifier, samples, classes, preprocess, config)
     return classification_metrics(
         label_indices(samples, classes), probabilities, classes, config.top_k
+    )
+
+
+def predict(
+    classifier: Classifier,
+    samples: Sequence[Sample],
+    classes: Sequence[str],
+    preprocess: PreprocessFn,
+    config: TrainConfig,
+) -> np.ndarray:
+    """Probabilities float32 [len(samples), classes], in sample order, never augmented."""
+    return classifier.model.predict(
+        evaluation_dataset(samples, classes, preprocess, config), verbose=0
     )
 
 

@@ -16,6 +16,7 @@ Layout of RUN_DIR/kfold/:
     folds.json               which images each fold holds
     fold_<i>/checkpoints/    per-epoch checkpoints (an interrupted fold resumes mid-way)
     fold_<i>/result.json     the finished fold (a resumed job skips it)
+    fold_<i>/predictions.json  out-of-fold probabilities of each held-out image
     kfold.json               per-fold metrics and curves, mean and std (also in the job)
     learning_curves.png      every fold's curves on one plot
 """
@@ -39,7 +40,8 @@ from imgclf.config import TrainConfig
 from imgclf.errors import Cancelled
 from imgclf.trainer import experiment
 from imgclf.trainer.data import Sample, require_per_class, stratified_split
-from imgclf.trainer.pipeline import load_for_config
+from imgclf.trainer.metrics import classification_metrics
+from imgclf.trainer.pipeline import label_indices, load_for_config
 from imgclf.trainer.training import Hooks
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,7 @@ KFOLD_DIR = "kfold"
 RESULT_FILE = "kfold.json"
 FOLDS_FILE = "folds.json"
 FOLD_RESULT = "result.json"
+PREDICTIONS_FILE = "predictions.json"
 CURVES_FILE = "learning_curves.png"
 
 
@@ -226,7 +229,23 @@ def run_kfold(
             keras_home=keras_home,
             verbose=verbose,
         )
-        metrics = experiment.score(classifier, held_out, dataset.classes, preprocess, config)
+        probabilities = experiment.predict(
+            classifier, held_out, dataset.classes, preprocess, config
+        )
+        metrics = classification_metrics(
+            label_indices(held_out, dataset.classes), probabilities, dataset.classes, config.top_k
+        )
+        experiment.write_json(  # out-of-fold predictions: `imgclf audit --kfold-dir` reads them
+            fold_dir / PREDICTIONS_FILE,
+            {
+                "root": str(dataset.root),
+                "classes": dataset.classes,
+                "rows": [
+                    [dataset.relative(s), s.label, [round(float(p), 6) for p in row]]
+                    for s, row in zip(held_out, probabilities, strict=True)
+                ],
+            },
+        )
         result = {
             "fold": index,
             "counts": {

@@ -68,6 +68,13 @@ def _pct(value: float) -> str:
     return f"{value:.1%}"
 
 
+def _audit_section(card: dict) -> str:
+    from imgclf.audit import AUDIT_CARD_KEY
+    from imgclf.audit.report import html_section
+
+    return html_section(card[AUDIT_CARD_KEY]) if card.get(AUDIT_CARD_KEY) else ""
+
+
 def write_report(report_dir: Path, card: dict) -> Path:
     """Write the PNGs and report.html from a model card; returns the HTML path."""
     report_dir.mkdir(parents=True, exist_ok=True)
@@ -112,6 +119,7 @@ Top-k on test: {html.escape(json.dumps({k: v for k, v in metrics["test"].items()
 fingerprint <code>{data["fingerprint"][:16]}</code>. Counts per split: <code>{html.escape(json.dumps(data["counts"]))}</code></p>
 <p>{html.escape("; ".join(data["warnings"]) or "No data warnings.")}</p>
 <h3>Skipped files ({data["skipped"]})</h3>{_table(skipped, ["file", "reason"]) if skipped else "<p>None.</p>"}
+{_audit_section(card)}
 <h2>Export</h2><p>Parity check {"passed" if parity["passed"] else "FAILED"}: max |served - trained| = {parity["max_abs_diff"]:.2e}
 on {parity["samples"]} held-out images (tolerance {parity["tolerance"]:.0e}). Artifact size {card["artifact_bytes"] / 1e6:.1f} MB.</p>
 <h2>Configuration</h2><pre>{html.escape(json.dumps(card["config"], indent=2))}</pre>

@@ -21,6 +21,8 @@ import numpy as np
 import tensorflow as tf
 
 from imgclf import contract, repository
+from imgclf.audit import AUDIT_CARD_KEY
+from imgclf.audit.training import audit_for_run
 from imgclf.config import TrainConfig
 from imgclf.errors import ParityError
 from imgclf.trainer import export
@@ -112,6 +114,10 @@ def train_and_export(
     t = time.monotonic()
     dataset, preprocess = load_for_config(config, data)
     timings["scan_seconds"] = round(time.monotonic() - t, 3)
+    if hooks.on_progress:
+        hooks.on_progress({"stage": "audit"})
+    data_audit = audit_for_run(dataset, config.leakage)  # may drop leaked training copies
+    timings["audit_seconds"] = data_audit["summary"]["seconds"]["total"]
     _prepare_run_dir(run_dir, config, dataset)
 
     classifier = build_classifier(
@@ -206,6 +212,7 @@ def train_and_export(
             "signatures": list(contract.SIGNATURES),
             "config": config.model_dump(),
             "data": dataset.summary(),
+            AUDIT_CARD_KEY: data_audit,
             "class_weight": weights,
             "metrics": metrics,
             "history": state.history,

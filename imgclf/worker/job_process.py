@@ -3,8 +3,9 @@
 It rebuilds Settings from the environment its worker passed down, reports progress
 into the job record, stops at the next batch when the record asks it to (cancel)
 or on SIGTERM (soft time limit), and writes the final status itself. The job's kind
-picks the work: `train` (train_and_export), `search` (trainer.search) or `kfold`
-(trainer.kfold); the last two write their results into the record as they go.
+picks the work: `train` (train_and_export), `search` (trainer.search), `kfold`
+(trainer.kfold) or `audit` (imgclf.audit); search and kfold write their results into
+the record as they go.
 """
 
 from __future__ import annotations
@@ -161,7 +162,24 @@ def _kfold(job: _Job) -> dict:
     return fields
 
 
+def _audit(job: _Job) -> dict:
+    from imgclf.audit.jobs import run_audit_job
+
+    spec = job.spec
+    job.watch.on_progress({"stage": "audit"})
+    return run_audit_job(
+        spec.train_config(),
+        data=job.data,
+        run_dir=job.run_dir,
+        model_dir=job.settings.model_dir,
+        name=spec.name if spec.audit_labels else None,
+        version=spec.audit_version,
+    )
+
+
 def _run(job: _Job) -> dict:
+    if job.spec.kind == "audit":
+        return _audit(job)
     if job.spec.kind == "search":
         return _search(job)
     if job.spec.kind == "kfold":

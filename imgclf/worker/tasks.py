@@ -1,8 +1,8 @@
 """Celery tasks, by stable names. Thin: take the job id, run it, report.
 
-One task per job kind (`imgclf.train`, `imgclf.search`, `imgclf.kfold`) so deployments
-can route kinds to their own queues; all three run the job the same way, and the job's
-child process picks the work from the record's kind.
+One task per job kind (`imgclf.train`, `imgclf.search`, `imgclf.kfold`, `imgclf.audit`)
+so deployments can route kinds to their own queues; all run the job the same way, and
+the job's child process picks the work from the record's kind.
 """
 
 from __future__ import annotations
