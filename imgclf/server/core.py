@@ -152,7 +152,10 @@ class DataPlane:
         self._known(target.name)
         if target.version is not None and not 0 <= target.version <= _MAX_VERSION:
             raise InvalidInput(f"version {quote(target.version)} is out of range")
-        known = {s.version: s for s in self.manager.statuses(target.name)}
+        try:
+            known = {s.version: s for s in self.manager.statuses(target.name)}
+        except NotFound:  # the model's folder is there, no version yet
+            known = {}
         available = {v for v, s in known.items() if s.state == State.AVAILABLE}
         pinned = known.get(target.version) if target.version is not None else None
         if pinned is not None and target.version not in available:
