@@ -124,7 +124,7 @@ def test_checks_report_unreadable_tiny_and_grayscale(tmp_path):
     assert {f["id"] for f in result["findings"]} >= {"unreadable", "shapes", "color_mix"}
 
 
-def test_audit_job_through_the_queue(planted, tmp_path, redis_url):
+def test_audit_job_through_the_queue(planted, tmp_path, redis_url, capsys):
     from imgclf.jobs.service import celery_sender, submit_job
     from imgclf.jobs.store import open_store
     from tests.workers import WorkerProcess, isolated_queue, wait_final
@@ -149,6 +149,10 @@ def test_audit_job_through_the_queue(planted, tmp_path, redis_url):
     assert result["summary"]["test_with_train_copy"] >= len(planted[1]["leaks"]) - 1
     assert result["near_duplicates"] and Path(final["report"]).is_file()
     assert json.loads(Path(result["json"]).read_text())["summary"] == result["summary"]
+    from imgclf.cli_queue import print_record
+
+    print_record(final)
+    assert "test image(s) with a near-copy in training" in capsys.readouterr().out
 
 
 def test_audit_job_fields_are_checked_at_submission():
