@@ -273,3 +273,13 @@ def test_kfold_predictions_rank_suspects_out_of_fold(planted, tmp_path):
     assert report["label_model"]["images_without_prediction"] == len(dataset.splits["test"])
     with pytest.raises(DataError, match="no out-of-fold predictions"):
         audit_folder(data, kfold_dir=tmp_path / "nothing")
+
+
+def test_leakage_setting_is_validated():
+    from imgclf.config import parse_config
+    from imgclf.errors import ConfigError
+
+    assert parse_config({}).leakage == "warn"
+    assert parse_config({"leakage": "drop"}).leakage == "drop"
+    with pytest.raises(ConfigError, match=r"'leakage'.*'warn', 'drop'"):
+        parse_config({"leakage": "ignore"})
