@@ -97,6 +97,10 @@ def print_record(record: dict) -> None:
             f"  promotion: {promotion['decision']}"
             + (f" ({'; '.join(promotion['reasons'])})" if promotion.get("reasons") else "")
         )
+    if record.get("kind") == "audit" and record.get("result"):
+        from imgclf.audit.report import console_lines
+
+        print("\n".join("  " + line for line in console_lines(record["result"], limit=5)))
     if record.get("report"):
         print(f"  report: {record['report']}")
     if record.get("error"):

@@ -124,7 +124,7 @@ def test_checks_report_unreadable_tiny_and_grayscale(tmp_path):
     assert {f["id"] for f in result["findings"]} >= {"unreadable", "shapes", "color_mix"}
 
 
-def test_audit_job_through_the_queue(planted, tmp_path, redis_url):
+def test_audit_job_through_the_queue(planted, tmp_path, redis_url, capsys):
     from imgclf.jobs.service import celery_sender, submit_job
     from imgclf.jobs.store import open_store
     from tests.workers import WorkerProcess, isolated_queue, wait_final
@@ -149,6 +149,10 @@ def test_audit_job_through_the_queue(planted, tmp_path, redis_url):
     assert result["summary"]["test_with_train_copy"] >= len(planted[1]["leaks"]) - 1
     assert result["near_duplicates"] and Path(final["report"]).is_file()
     assert json.loads(Path(result["json"]).read_text())["summary"] == result["summary"]
+    from imgclf.cli_queue import print_record
+
+    print_record(final)
+    assert "test image(s) with a near-copy in training" in capsys.readouterr().out
 
 
 def test_audit_job_fields_are_checked_at_submission():
@@ -236,3 +240,46 @@ def test_planted_label_errors_rank_at_the_top(digits_run, tmp_path, capsys):
     digit = first["path"].split("/")[-1][1]  # d<true digit>_NNN.png
     assert first["suggested"] == digit
     assert report["label_model"]["images_the_model_trained_on"] > 0
+
+
+def test_kfold_predictions_rank_suspects_out_of_fold(planted, tmp_path):
+    """The file format run_kfold writes (tests/test_kfold.py checks it), read back."""
+    from imgclf.errors import DataError
+    from imgclf.trainer.data import load_dataset
+
+    data = planted[0]
+    dataset = load_dataset(
+        data, val_fraction=0.15, test_fraction=0.15, seed=42, is_image=lambda p: None
+    )
+    pool = dataset.splits["train"] + dataset.splits["val"]
+    classes = dataset.classes
+    wrong = {dataset.relative(pool[3]), dataset.relative(pool[40])}
+    rows = []
+    for sample in pool:
+        rel = dataset.relative(sample)
+        true = classes.index(sample.label)
+        if rel in wrong:
+            true = (true + 1) % len(classes)  # the fold's model sees another class
+        rows.append([rel, sample.label, [0.85 if i == true else 0.05 for i in range(len(classes))]])
+    for index, part in enumerate((rows[::2], rows[1::2]), start=1):
+        fold = tmp_path / "kfold" / f"fold_{index}"
+        fold.mkdir(parents=True)
+        document = {"root": str(dataset.root), "classes": classes, "rows": part}
+        (fold / "predictions.json").write_text(json.dumps(document))
+    report = audit_folder(data, kfold_dir=tmp_path)
+    top = {s["path"] for s in report["label_suspects"][:2]}
+    assert top == wrong
+    assert not any(s["model_trained_on_it"] for s in report["label_suspects"])
+    assert report["label_model"]["images_without_prediction"] == len(dataset.splits["test"])
+    with pytest.raises(DataError, match="no out-of-fold predictions"):
+        audit_folder(data, kfold_dir=tmp_path / "nothing")
+
+
+def test_leakage_setting_is_validated():
+    from imgclf.config import parse_config
+    from imgclf.errors import ConfigError
+
+    assert parse_config({}).leakage == "warn"
+    assert parse_config({"leakage": "drop"}).leakage == "drop"
+    with pytest.raises(ConfigError, match=r"'leakage'.*'warn', 'drop'"):
+        parse_config({"leakage": "ignore"})

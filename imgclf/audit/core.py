@@ -153,10 +153,7 @@ def audit_dataset(
         "near_duplicates": groups,
         "label_suspects": suspects,
         "label_model": model_info,
-        "leakage": {
-            "test_with_train_copy": duplicates.leaked(groups, "test"),
-            "val_with_train_copy": duplicates.leaked(groups, "val"),
-        },
+        "leakage": duplicates.leakage(members, pairs),
         "class_balance": checks.class_balance(dict(train_counts)),
         "image_checks": checks.image_checks(rows),
         "unreadable": unreadable,
@@ -285,7 +282,7 @@ def drop_leaks(dataset: Dataset, report: dict) -> list[str]:
     The held-out splits stay as they are (they may be the user's own test set); a class
     left with no training image is an error, as with any too-small class.
     """
-    drop = set(duplicates.training_copies_of_held_out(report["near_duplicates"]))
+    drop = set(report["leakage"]["train_copies_of_held_out"])
     if not drop:
         return []
     kept = [s for s in dataset.splits["train"] if dataset.relative(s) not in drop]

@@ -77,19 +77,29 @@ def describe_group(members: list[Member]) -> dict:
     }
 
 
-def leaked(groups: list[dict], split: str) -> list[str]:
-    """Paths of `split` images that have a near-copy in the training split."""
-    out = []
-    for group in groups:
-        if split in group["splits"] and "train" in group["splits"]:
-            out.extend(m["path"] for m in group["members"] if m["split"] == split)
-    return sorted(out)
-
-
-def training_copies_of_held_out(groups: list[dict]) -> list[str]:
-    """Training images with a near-copy in validation or test: what `leakage: drop` removes."""
-    out = []
-    for group in groups:
-        if "train" in group["splits"] and len(group["splits"]) > 1:
-            out.extend(m["path"] for m in group["members"] if m["split"] == "train")
-    return sorted(out)
+def leakage(members: Sequence[Member], pairs: np.ndarray) -> dict[str, list[str]]:
+    """Held-out images with a *direct* copy in training (a near pair or equal bytes), and
+    those training copies. Direct, not via the group: groups join transitively (A near
+    B near C), and a chain of look-alikes is not a copy of its far end."""
+    held_out: dict[str, set[str]] = {"test": set(), "val": set()}
+    train_copies: set[str] = set()
+    by_sha: dict[str, list[Member]] = {}
+    for member in members:
+        by_sha.setdefault(member.sha256, []).append(member)
+    for same in by_sha.values():  # equal bytes: every member is a direct copy of the others
+        train = [m for m in same if m.split == "train"]
+        held = [m for m in same if m.split in held_out]
+        if train and held:
+            for m in held:
+                held_out[m.split].add(m.path)
+            train_copies.update(m.path for m in train)
+    for a, b in pairs.tolist():
+        for x, y in ((members[a], members[b]), (members[b], members[a])):
+            if x.split in held_out and y.split == "train":
+                held_out[x.split].add(x.path)
+                train_copies.add(y.path)
+    return {
+        "test_with_train_copy": sorted(held_out["test"]),
+        "val_with_train_copy": sorted(held_out["val"]),
+        "train_copies_of_held_out": sorted(train_copies),
+    }

@@ -22,7 +22,7 @@ TABLES = 32
 KEY_BITS = 18
 BIG_BUCKET = 256  # a bucket larger than this is compared along a sorted window only
 _WINDOW = 32
-_CHUNK = 1 << 20
+_CHUNK = 1 << 16  # pairs verified at once: 2 x 64 MB of thumbnail vectors
 # The rule a candidate pair must pass, calibrated on 104 textured 96x96 photo tiles:
 # all resized (64 px) and JPEG q60 copies pass, 103/104 one-pixel shifts, 85/104 copies
 # cropped by 3 px a side, and 2 of the 5,356 pairs of different tiles.

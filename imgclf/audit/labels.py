@@ -26,6 +26,7 @@ from imgclf.errors import DataError
 from imgclf.trainer.data import Dataset
 
 NEIGHBOURS = 10
+_DISTANCES = 16_000_000  # float64 distances held at once (128 MB)
 _BATCH = 32
 _MODEL_WEIGHT = {True: 0.25, False: 0.5}  # in the model's training split -> weight
 
@@ -61,8 +62,9 @@ def knn_votes(features: np.ndarray, labels: np.ndarray, classes: int, k: int) ->
     count = len(features)
     k = max(1, min(k, count - 1))
     votes = np.zeros((count, classes), np.float64)
-    for start in range(0, count, 1024):
-        part = features[start : start + 1024]
+    chunk = max(1, _DISTANCES // count)  # bounded memory: chunk x count distances at a time
+    for start in range(0, count, chunk):
+        part = features[start : start + chunk]
         dist = (part**2).sum(1)[:, None] - 2 * part @ features.T + (features**2).sum(1)[None]
         dist[np.arange(len(part)), np.arange(start, start + len(part))] = np.inf
         nearest = np.argpartition(dist, k - 1, axis=1)[:, :k]
