@@ -11,9 +11,9 @@ The gRPC code is kept as a name so this module imports nothing heavy.
     │   └── PayloadTooLarge (413, RESOURCE_EXHAUSTED)  body, image count or pixels over the limit
     ├── NotFound (404, NOT_FOUND)
     │   └── RepositoryError         model / version / file missing in the repository
-    ├── WeightsUnavailableError (400, FAILED_PRECONDITION) pretrained weights missing (offline)
+    ├── WeightsUnavailableError (400, INVALID_ARGUMENT) pretrained weights missing (offline)
     ├── ParityError (500, INTERNAL) an export does not reproduce training; not published
-    ├── Cancelled (409, CANCELLED)  a run was asked to stop
+    ├── Cancelled (409, FAILED_PRECONDITION) a run was asked to stop
     ├── Rejected (409, FAILED_PRECONDITION) the promotion gate refused a candidate
     ├── Conflict (409, FAILED_PRECONDITION) the request clashes with the current state
     ├── Unimplemented (501, UNIMPLEMENTED) a protocol method this server does not offer
@@ -64,7 +64,7 @@ class WeightsUnavailableError(ImgclfError, RuntimeError):
     """Pretrained weights could not be found or fetched; the message says where to put them."""
 
     status = 400
-    grpc_code = "FAILED_PRECONDITION"
+    grpc_code = "INVALID_ARGUMENT"
 
 
 class ParityError(ImgclfError, RuntimeError):
@@ -75,7 +75,7 @@ class Cancelled(ImgclfError):
     """The run was asked to stop; nothing is published."""
 
     status = 409
-    grpc_code = "CANCELLED"
+    grpc_code = "FAILED_PRECONDITION"
 
 
 class Rejected(ImgclfError):

@@ -74,6 +74,13 @@ def _lenient(deserializer: Callable[[bytes], object] | None) -> Callable[[bytes]
     return parse
 
 
+def _model_name(request: object) -> str | None:
+    """The model a request names (TF Serving's model_spec or imgclf's model), cut short."""
+    spec = getattr(request, "model_spec", None)
+    name = getattr(spec, "name", None) or getattr(request, "model", None)
+    return name[:64] if isinstance(name, str) and name else None
+
+
 def _rpc(method: str, behaviour: Callable) -> Callable:
     """Every RPC: request id, access log, parse failure and error mapping."""
 
@@ -98,6 +105,7 @@ def _rpc(method: str, behaviour: Callable) -> Callable:
                         "rpc": method,
                         "code": code.name,
                         "ms": round((time.monotonic() - started) * 1000, 2),
+                        "model": _model_name(request),
                     }
                 )
             )
