@@ -8,17 +8,14 @@ print the ranked trials or the per-fold table.
 from __future__ import annotations
 
 import argparse
-import sys
-import time
-from typing import Any, TextIO
+from typing import Any
 
 from imgclf.settings import Settings
 
-_FOLLOW_POLL_S = 1.0
-
 
 def _submit(args: argparse.Namespace, settings: Settings, kind: str, flags: dict) -> int:
-    from imgclf.cli_queue import print_record
+    from imgclf.cli_progress import follow, print_record
+    from imgclf.cli_queue import say_who_listens
     from imgclf.config import load_config_file, parse_overrides
     from imgclf.jobs.service import celery_sender, submit_job
     from imgclf.jobs.store import open_store
@@ -32,9 +29,10 @@ def _submit(args: argparse.Namespace, settings: Settings, kind: str, flags: dict
     store = open_store(settings.result_backend, settings.key_prefix)
     record = submit_job(document, settings=settings, store=store, send=celery_sender(settings))
     print(f"job {record['id']} {record['status']} ({kind})")
+    say_who_listens(settings)
     if not args.follow:
         return 0
-    final = follow_experiment(store, record["id"])
+    final = follow(store, record["id"], queue=settings.queue)
     print_result(final)
     print_record(final)
     return 0 if final["status"] == "succeeded" else 1
@@ -59,66 +57,6 @@ def cmd_kfold(args: argparse.Namespace, settings: Settings) -> int:
         "fold_noise_gate": True if args.fold_noise_gate else None,
     }
     return _submit(args, settings, "kfold", flags)
-
-
-def _metrics(metrics: dict) -> str:
-    shown = {
-        k: metrics[k] for k in ("loss", "accuracy", "val_loss", "val_accuracy") if k in metrics
-    }
-    return " ".join(f"{k} {v:.3f}" for k, v in shown.items())
-
-
-def describe_progress(record: dict) -> str:
-    """One status line for a search or k-fold job record."""
-    progress = record.get("progress") or {}
-    parts = []
-    if "trial" in progress:
-        parts.append(
-            f"trial {progress['trial']} ({progress['trials_done']}/"
-            f"{progress['trials_planned']} done)"
-        )
-    if "fold" in progress:
-        parts.append(f"fold {progress['fold']}/{progress['folds']}")
-    if progress.get("final"):
-        parts.append("training the chosen config")
-    stage = progress.get("stage")
-    if stage == "train":
-        parts.append(
-            f"phase {progress['phase']} epoch {progress['epoch']}/{progress['epochs']} "
-            f"batch {progress['batch']}/{progress['steps']} "
-            + _metrics(progress.get("metrics") or {})
-        )
-    elif stage:
-        parts.append(stage)
-    best = (record.get("result") or {}).get("best")
-    if best:
-        objective = record["result"]["objective"]
-        parts.append(f"best {objective} {best['objective']:.4f} (trial {best['trial_id']})")
-    return (
-        f"job {record['id'][:12]} {record['status']}"
-        + (": " if parts else "")
-        + ", ".join(p.strip() for p in parts)
-    )
-
-
-def follow_experiment(store: Any, job_id: str, out: TextIO = sys.stderr) -> dict:
-    """Show one updating status line until the job ends; returns the final record."""
-    from imgclf.jobs.spec import TERMINAL
-
-    last = ""
-    tty = out.isatty()
-    while True:
-        record = store.get(job_id)
-        line = describe_progress(record)
-        if line != last:
-            out.write(f"\r{line[:150]:<150}" if tty else line + "\n")
-            out.flush()
-            last = line
-        if record["status"] in TERMINAL:
-            if tty:
-                out.write("\n")
-            return record
-        time.sleep(_FOLLOW_POLL_S)
 
 
 def _value(value: Any) -> str:

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from imgclf.cli import main
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -110,3 +112,111 @@ def test_serving_side_never_imports_the_trainer():
     )
     done = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def _one_line_error(done: subprocess.CompletedProcess, *remedy: str) -> None:
+    """A user mistake: non-zero exit, one line on stderr, no traceback, the remedy named."""
+    assert done.returncode != 0, done.stdout
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert "Traceback" not in done.stderr, done.stderr
+    assert len(lines) == 1, done.stderr
+    for words in remedy:
+        assert words in lines[0], lines[0]
+
+
+def _mistake(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "imgclf", *args],
+        cwd=tmp_path,
+        env={**ENV, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+DEAD_REDIS = "redis://127.0.0.1:1/0"
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "remedy"),
+    [
+        (
+            ["jobs"],
+            {"IMGCLF_RESULT_BACKEND": DEAD_REDIS},
+            ["cannot reach", "IMGCLF_RESULT_BACKEND"],
+        ),
+        (["cancel", "abcd1234"], {"IMGCLF_RESULT_BACKEND": DEAD_REDIS}, ["start Redis"]),
+        (
+            ["submit", "--data", ".", "--name", "m"],
+            {"IMGCLF_RESULT_BACKEND": DEAD_REDIS, "IMGCLF_BROKER_URL": DEAD_REDIS},
+            ["cannot reach", "IMGCLF_RESULT_BACKEND"],
+        ),
+        (["models"], {"IMGCLF_LOG_LEVEL": "LOUD"}, ["IMGCLF_LOG_LEVEL", "DEBUG", "unset"]),
+        (["models"], {"IMGCLF_REST_PORT": "eighty"}, ["IMGCLF_REST_PORT", "unset"]),
+        (["models"], {"IMGCLF_REST_PORT": "70000"}, ["IMGCLF_REST_PORT", "65535"]),
+        (["serve", "--rest-port", "70000"], {}, ["--rest-port", "0-65535"]),
+        (
+            ["serve", "--model-dir", "nowhere"],
+            {},
+            ["does not exist", "imgclf train", "--model-dir"],
+        ),
+        (["predict", "--name", "m", "--top-k", "0", "x.jpg"], {}, ["--top-k", "at least 1"]),
+        (
+            ["predict", "--model-dir", "models", "--name", "m", "--version", "7", "x.jpg"],
+            {},
+            ["no version 7 of model 'm'", "versions: 1"],
+        ),
+        (["models", "nosuch", "--model-dir", "models"], {}, ["no model 'nosuch'", "models: m"]),
+        (["show", "m:9", "--model-dir", "models"], {}, ["no version 9"]),
+        (["delete", "m:1", "--model-dir", "models"], {}, ["labelled", "--force"]),
+        (["train", "--data", "missing", "--name", "m"], {}, ["does not exist", "sub-folder"]),
+        (["jobs", "--limit", "0"], {}, ["--limit", "at least 1"]),
+    ],
+)
+def test_each_mistake_is_one_line_with_the_remedy(tmp_path, args, env, remedy):
+    version = tmp_path / "models/m/1"
+    version.mkdir(parents=True)
+    (tmp_path / "models/m/labels.json").write_text('{"labels": {"stable": 1}, "history": []}')
+    _one_line_error(_mistake(tmp_path, *args, **env), *remedy)
+
+
+def test_a_taken_port_is_named_with_the_flag_that_changes_it(tmp_path):
+    import socket
+
+    (tmp_path / "models").mkdir()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = _mistake(tmp_path, "serve", "--model-dir", "models", "--rest-port", str(port))
+    _one_line_error(done, f"port {port}", "already in use", "--rest-port")
+
+
+def test_bad_data_is_named_before_training(tmp_path):
+    """An empty class folder and a folder of non-images are errors that name the folders."""
+    from imgclf.demo_data import make_shapes_dataset
+
+    data = make_shapes_dataset(tmp_path / "d", classes=3, per_class=6, size=32, seed=1)
+    (data / "hexagon").mkdir()
+    (data / "circle" / "notes.txt").write_text("not an image")
+    done = _mistake(tmp_path, "train", "--data", str(data), "--name", "m", "--set", "weights=none")
+    _one_line_error(done, "hexagon", "allow_missing_classes=true")
+    assert "cuInit" not in done.stderr and "cuda drivers" not in done.stderr
+
+    texts = tmp_path / "texts"
+    for label in ("cat", "dog"):
+        (texts / label).mkdir(parents=True)
+        (texts / label / "a.txt").write_text("words")
+    done = _mistake(tmp_path, "train", "--data", str(texts), "--name", "m", "--set", "weights=none")
+    _one_line_error(done, "class folders", "cat, dog", "hold no usable images", "a.txt")
+
+
+def test_versions_flags_and_module_entry(tmp_path):
+    from imgclf import __version__
+
+    done = _mistake(tmp_path, "--version")
+    assert done.returncode == 0 and done.stdout.strip() == f"imgclf {__version__}"
+    done = _mistake(tmp_path, "--debug", "models", "--model-dir", "models", "nosuch")
+    assert done.returncode != 0  # --debug shows the traceback of what failed
+    assert "Traceback" in done.stderr and "RepositoryError" in done.stderr

@@ -5,6 +5,9 @@ version are both evaluated on the candidate's test split, the images the
 candidate never trained on. The candidate is promoted when
   - its parity check passed (the export step refuses to get here otherwise),
   - its accuracy beats chance by `min_over_chance` (always, first version included),
+  - the low end of the 95% Wilson interval of its test accuracy is above chance: a
+    test split too small to tell a model from a guess promotes nothing (the interval
+    and a small-split caveat are kept in the comparison either way),
   - its accuracy is at most `tolerance` below stable's, and
   - no class's recall is more than `max_recall_drop` below stable's, and
   - when `min_gain` is set (a k-fold job's fold-to-fold standard deviation of
@@ -30,6 +33,7 @@ from imgclf.errors import Rejected
 from imgclf.trainer.data import Dataset
 from imgclf.trainer.metrics import classification_metrics
 from imgclf.trainer.pipeline import label_indices
+from imgclf.trainer.uncertainty import accuracy_uncertainty
 
 _BATCH = 32
 
@@ -70,6 +74,15 @@ def decide(candidate: dict, stable: dict | None, classes: list[str], rules: Gate
             f"accuracy {accuracy:.1%} does not beat chance ({chance:.1%}) by "
             f"{rules.min_over_chance:.0%}"
         )
+    interval = None
+    if "count" in candidate:
+        interval = accuracy_uncertainty(accuracy, candidate["count"], len(classes))
+        if interval["low"] <= chance:
+            reasons.append(
+                f"the 95% interval of accuracy {accuracy:.1%} on {candidate['count']} test "
+                f"images ({interval['low']:.1%}-{interval['high']:.1%}) reaches chance "
+                f"({chance:.1%}): too few test images to tell it from a guess"
+            )
     recall_drops = {}
     if stable is not None:
         if accuracy < stable["accuracy"] - rules.tolerance:
@@ -105,6 +118,8 @@ def decide(candidate: dict, stable: dict | None, classes: list[str], rules: Gate
         else {"accuracy": stable["accuracy"], "macro_f1": stable["macro_f1"]},
         "recall_drops": recall_drops,
         "rules": applied,
+        "interval": None if interval is None else {k: interval[k] for k in ("low", "high")},
+        "caveat": None if interval is None else interval["warning"],
     }
 
 

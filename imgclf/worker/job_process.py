@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from imgclf.config import TrainConfig
 from imgclf.errors import Cancelled, ImgclfError, Rejected
+from imgclf.jobs.records import ProgressEvent
 from imgclf.jobs.spec import JobSpec, parse_job, resolve_data_path
 from imgclf.jobs.store import JobStore, open_store
 from imgclf.settings import Settings
@@ -42,7 +43,8 @@ class _Watch:
         self._cancel = False
 
     def on_progress(self, event: dict) -> None:
-        self.store.update(self.job_id, progress=event)
+        typed = ProgressEvent.model_validate(event)  # a wrong event fails here, not in a reader
+        self.store.update(self.job_id, progress=typed.model_dump(mode="json", exclude_none=True))
 
     def should_stop(self) -> bool:
         now = time.monotonic()
