@@ -220,3 +220,51 @@ def test_versions_flags_and_module_entry(tmp_path):
     done = _mistake(tmp_path, "--debug", "models", "--model-dir", "models", "nosuch")
     assert done.returncode != 0  # --debug shows the traceback of what failed
     assert "Traceback" in done.stderr and "RepositoryError" in done.stderr
+
+
+def test_jobs_through_the_cli_prefix_follow_logs_and_worker_hint(tmp_path, redis_url, shapes_dir):
+    """submit without a worker says so; a short id prefix works for jobs, --follow and logs."""
+    from tests.workers import WorkerProcess, isolated_queue
+
+    _, env = isolated_queue(tmp_path, redis_url, [shapes_dir.parent, tmp_path])
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "imgclf", *args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+
+    overrides = ["image_size=32", "weights=none", "head_epochs=2", "fine_tune_epochs=1"]
+    sets = [arg for value in overrides for arg in ("--set", value)]
+    done = cli("submit", "--data", str(shapes_dir), "--name", "shapes", *sets)
+    assert done.returncode == 0, done.stderr
+    job_id = done.stdout.split()[1]
+    assert len(job_id) == 32
+    assert "no worker has picked the job up" in done.stderr and "imgclf worker" in done.stderr
+
+    prefix = job_id[:6]
+    shown = cli("jobs", prefix, "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["id"] == job_id
+    assert "queued" in cli("jobs").stdout
+
+    worker = WorkerProcess(env, tmp_path / "worker.log").wait_ready()
+    try:
+        followed = cli("jobs", prefix, "--follow")
+        assert followed.returncode == 0, followed.stderr
+        assert f"job {job_id} succeeded" in followed.stdout + followed.stderr
+        assert "phase 1 (head)" in followed.stderr  # progress from the typed events
+        assert "report:" in followed.stdout
+        logs = cli("logs", prefix)
+        assert logs.returncode == 0, logs.stderr
+        assert logs.stdout.strip()  # the training process's output
+        listed = cli("jobs", "--json")
+        assert [r["id"] for r in json.loads(listed.stdout)] == [job_id]
+    finally:
+        worker.stop()
+    missing = cli("jobs", "ffffffff")
+    _one_line_error(missing, "no job with id 'ffffffff'", "imgclf jobs")
