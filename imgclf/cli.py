@@ -237,6 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_experiments.add_commands(sub)
     cli_models.add_commands(sub)
+    from imgclf import cli_completion
+
+    cli_completion.add_commands(sub)
     return parser
 
 

@@ -14,6 +14,7 @@ from imgclf.settings import Settings
 
 
 def _submit(args: argparse.Namespace, settings: Settings, kind: str, flags: dict) -> int:
+    from imgclf.cli_json import emit_json
     from imgclf.cli_progress import follow, print_record
     from imgclf.cli_queue import say_who_listens
     from imgclf.config import load_config_file, parse_overrides
@@ -28,11 +29,17 @@ def _submit(args: argparse.Namespace, settings: Settings, kind: str, flags: dict
         document["idempotency_key"] = args.idempotency_key
     store = open_store(settings.result_backend, settings.key_prefix)
     record = submit_job(document, settings=settings, store=store, send=celery_sender(settings))
+    if args.json and not args.follow:
+        emit_json(record)
+        return 0
     print(f"job {record['id']} {record['status']} ({kind})")
     say_who_listens(settings)
     if not args.follow:
         return 0
     final = follow(store, record["id"], queue=settings.queue)
+    if args.json:
+        emit_json(final)
+        return 0 if final["status"] == "succeeded" else 1
     print_result(final)
     print_record(final)
     return 0 if final["status"] == "succeeded" else 1
@@ -126,21 +133,24 @@ def print_result(record: dict) -> None:
             print(f"learning curves: {result['curves']}")
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+def _common(parser: argparse.ArgumentParser, document: str) -> None:
     parser.add_argument("--data", required=True, help="data path under IMGCLF_DATA_ROOTS")
-    parser.add_argument("--name", required=True, help="model name (for --then-train)")
-    parser.add_argument("--config", help="JSON or YAML job document (config, search_space, ...)")
+    parser.add_argument(
+        "--name", required=True, help="model name (the job's name; --then-train publishes to it)"
+    )
+    parser.add_argument("--config", help=f"JSON or YAML job document ({document})")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE")
     parser.add_argument("--idempotency-key", help="same key -> same job")
     parser.add_argument("--then-train", action="store_true", help="then train and publish")
     parser.add_argument("--follow", action="store_true", help="show progress until it ends")
+    parser.add_argument("--json", action="store_true", help="print the job record as JSON")
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     search = sub.add_parser(
         "search", help="queue a hyperparameter search (Keras Tuner) over a declared space"
     )
-    _common(search)
+    _common(search, "training fields, search_space, tuner, ...")
     search.add_argument("--tuner", choices=["hyperband", "random", "bayesian"])
     search.add_argument("--objective", choices=["val_loss", "val_accuracy"])
     search.add_argument("--max-trials", type=int)
@@ -149,7 +159,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     search.set_defaults(func=cmd_search)
 
     kfold = sub.add_parser("kfold", help="queue a stratified K-fold cross-validation of a config")
-    _common(kfold)
+    _common(kfold, "training fields, folds, ...; search_space is refused")
     kfold.add_argument("--folds", type=int, help="K (default 5)")
     kfold.add_argument(
         "--fold-noise-gate",

@@ -1,8 +1,8 @@
-"""The one progress renderer: a job record as a line a person reads, and `--follow`.
+"""`--follow` and the human view of one job, over the one renderer in imgclf.jobs.progress.
 
 Every kind of job (train, search, k-fold) and every command that shows a job
 (`submit --follow`, `jobs ID [--follow]`, `search`, `kfold`, `demo`) goes through
-`describe` and `follow`, so they all say the same thing the same way.
+`follow` and `print_record`, so they all say the same thing the same way.
 """
 
 from __future__ import annotations
@@ -11,65 +11,14 @@ import sys
 import time
 from typing import TextIO
 
-from imgclf.jobs.records import JobRecord, ProgressEvent
+from imgclf.jobs.progress import describe, describe_progress
+from imgclf.jobs.records import JobRecord
 from imgclf.jobs.spec import TERMINAL
 from imgclf.jobs.store import JobStore
 
 POLL_S = 1.0
 # A queued job nobody took after this long most likely has no worker to go to.
 UNCLAIMED_HINT_S = 20.0
-_SHOWN_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
-
-
-def duration(seconds: float) -> str:
-    seconds = round(seconds)
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-
-
-def describe_progress(progress: ProgressEvent) -> str:
-    """Where a running job is: trial/fold, phase, epoch, percent, metrics, ETA."""
-    parts = []
-    if progress.trial is not None:
-        parts.append(
-            f"trial {progress.trial} ({progress.trials_done}/{progress.trials_planned} done)"
-        )
-    if progress.fold is not None:
-        parts.append(f"fold {progress.fold}/{progress.folds}")
-    if progress.final:
-        parts.append("training the chosen config")
-    if progress.stage == "train":
-        phase = "head" if progress.phase == 1 else "fine-tune"
-        line = (
-            f"phase {progress.phase} ({phase}) epoch {progress.epoch}/{progress.epochs} "
-            f"batch {progress.batch}/{progress.steps}"
-        )
-        fraction = progress.fraction()
-        if fraction is not None:
-            line += f" {fraction:.0%}"
-        shown = [f"{k} {progress.metrics[k]:.3f}" for k in _SHOWN_METRICS if k in progress.metrics]
-        if shown:
-            line += " " + " ".join(shown)
-        if progress.eta_seconds is not None:
-            line += f" ETA {duration(progress.eta_seconds)}"
-        parts.append(line)
-    elif progress.stage:
-        parts.append(progress.stage)
-    return ", ".join(parts)
-
-
-def describe(record: JobRecord) -> str:
-    """One line: id, status, kind and model, and the progress when running."""
-    line = f"job {record.id} {record.status} ({record.kind} {record.name})"
-    if record.status == "running" and record.progress is not None:
-        line += ": " + describe_progress(record.progress)
-    best = (record.result or {}).get("best")
-    if best and record.status == "running":
-        line += f", best {record.result['objective']} {best['objective']:.4f}"
-    return line
 
 
 def no_worker_hint(queue: str) -> str:

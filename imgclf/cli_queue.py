@@ -59,12 +59,6 @@ def say_who_listens(settings: Settings) -> None:
         print(f"imgclf: warning: {no_worker_hint(settings.queue)}", file=sys.stderr)
 
 
-def job_log_path(settings: Settings, job_id: str):
-    from imgclf.worker.runner import job_run_dir
-
-    return job_run_dir(settings, job_id) / "job.log"
-
-
 def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     from imgclf.config import load_config_file, parse_overrides
     from imgclf.jobs.service import celery_sender, submit_job
@@ -129,26 +123,25 @@ def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_logs(args: argparse.Namespace, settings: Settings) -> int:
     """Print the job's log (the training process's output), and with --follow keep going."""
+    from imgclf.jobs.logs import read_job_log
+
     store = _store(settings)
-    job_id = store.get(args.id)["id"]
-    path = job_log_path(settings, job_id)
     offset = 0
     while True:
-        if path.is_file():
-            with path.open("rb") as handle:
-                handle.seek(offset)
-                chunk = handle.read()
-            offset += len(chunk)
-            sys.stdout.write(chunk.decode(errors="replace"))
-            sys.stdout.flush()
-        status = store.get(job_id)["status"]
-        if not args.follow or status in TERMINAL:
+        chunk = read_job_log(settings, store, args.id, offset)
+        sys.stdout.write(chunk["text"])
+        sys.stdout.flush()
+        offset = chunk["next_offset"]
+        if chunk["text"]:
+            continue  # more may be there already
+        if not args.follow or chunk["status"] in TERMINAL:
             break
         time.sleep(POLL_S)
     if offset == 0:
-        where = "yet (no worker has started it)" if status == "queued" else f"at {path}"
-        print(f"imgclf: job {job_id} has no log {where}", file=sys.stderr)
-        return 1 if status != "queued" else 0
+        status = chunk["status"]
+        where = "yet: no worker has started it" if status == "queued" else "(no output kept)"
+        print(f"imgclf: job {chunk['id']} has no log {where}", file=sys.stderr)
+        return 0 if status == "queued" else 1
     return 0
 
 

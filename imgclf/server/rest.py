@@ -216,6 +216,15 @@ def create_app(data: DataPlane, control: ControlPlane, auth: Auth) -> Flask:
         auth.require("admin", token())
         return jsonify(control.job(job_id))
 
+    @app.get("/v1/jobs/<job_id>/logs")
+    def job_logs(job_id: str):
+        auth.require("admin", token())
+        try:
+            offset = int(request.args.get("offset", 0))
+        except ValueError:
+            raise InvalidInput("offset must be an integer") from None
+        return jsonify(control.job_log(job_id, offset))
+
     @app.delete("/v1/jobs/<job_id>")
     def cancel_job(job_id: str):
         auth.require("admin", token())
