@@ -65,7 +65,8 @@ def status_line(
 
 def describe(record: JobRecord) -> str:
     """One line: id, status, kind and model, and the progress when running."""
-    line = status_line(record.id, record.status, f"{record.kind} {record.name}", record.progress)
+    what = f"{record.kind} {record.name}".strip()
+    line = status_line(record.id, record.status, what, record.progress)
     best = (record.result or {}).get("best")
     if best and record.status == "running":
         line += f", best {record.result['objective']} {best['objective']:.4f}"

@@ -44,18 +44,19 @@ class ProgressEvent(BaseModel):
 
 
 class JobRecord(BaseModel):
-    """One job as the store keeps it (see imgclf.jobs.store)."""
+    """One job as the store keeps it (see imgclf.jobs.store). Only `id` and `status` are
+    required, so a record written by an older version still reads."""
 
     model_config = ConfigDict(extra="allow")
 
     id: str
     kind: str = "train"
     status: str
-    name: str
-    data: str
+    name: str = ""
+    data: str = ""
     idempotency_key: str | None = None
     spec: dict[str, Any] = Field(default_factory=dict)
-    created_at: str
+    created_at: str = ""
     updated_at: str | None = None
     started_at: str | None = None
     finished_at: str | None = None
