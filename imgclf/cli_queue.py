@@ -39,6 +39,8 @@ def workers_listening(settings: Settings, timeout: float = 1.0) -> list[str] | N
     app = make_celery(settings)
     try:
         replies = app.control.inspect(timeout=timeout).active_queues() or {}
+    except Exception:  # the job is queued already: not knowing must not fail the command
+        return None
     finally:
         app.close()
     return sorted(
