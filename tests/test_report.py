@@ -38,6 +38,12 @@ def test_the_gate_refuses_a_split_too_small_to_tell_from_chance():
     assert tiny["interval"]["low"] < 1 / 3 and "too small" in tiny["caveat"]
     plenty = decide(metrics(4 / 6, 600), None, ["a", "b", "c"], rules)
     assert plenty["decision"] == "promote" and plenty["caveat"] is None
+    off = decide(metrics(4 / 6, 6), None, ["a", "b", "c"], GateRules(confidence=0))
+    assert off["decision"] == "promote" and off["interval"] is None
+    # 16 of 30: the 95% interval starts at 36.1% (> chance), the 99% one at 31.5% (< chance).
+    assert decide(metrics(16 / 30, 30), None, ["a", "b", "c"], rules)["decision"] == "promote"
+    wider = decide(metrics(16 / 30, 30), None, ["a", "b", "c"], GateRules(confidence=0.99))
+    assert wider["decision"] == "reject" and wider["rules"]["confidence"] == 0.99
 
 
 def test_the_report_states_weights_interval_kept_epoch_and_tables(trained):

@@ -5,7 +5,8 @@ version are both evaluated on the candidate's test split, the images the
 candidate never trained on. The candidate is promoted when
   - its parity check passed (the export step refuses to get here otherwise),
   - its accuracy beats chance by `min_over_chance` (always, first version included),
-  - the low end of the 95% Wilson interval of its test accuracy is above chance: a
+  - the low end of the 95% (`confidence`) Wilson interval of its test accuracy is above
+    chance: a
     test split too small to tell a model from a guess promotes nothing (the interval
     and a small-split caveat are kept in the comparison either way),
   - its accuracy is at most `tolerance` below stable's, and
@@ -43,6 +44,7 @@ class GateRules:
     tolerance: float = 0.005
     max_recall_drop: float = 0.10
     min_over_chance: float = 0.15
+    confidence: float = 0.95  # the low end of this interval must beat chance; 0 = off
     min_gain: float | None = None  # set by k-fold jobs: the fold-to-fold std of accuracy
 
 
@@ -75,11 +77,14 @@ def decide(candidate: dict, stable: dict | None, classes: list[str], rules: Gate
             f"{rules.min_over_chance:.0%}"
         )
     interval = None
-    if "count" in candidate:
-        interval = accuracy_uncertainty(accuracy, candidate["count"], len(classes))
+    if "count" in candidate and rules.confidence > 0:
+        interval = accuracy_uncertainty(
+            accuracy, candidate["count"], len(classes), rules.confidence
+        )
         if interval["low"] <= chance:
             reasons.append(
-                f"the 95% interval of accuracy {accuracy:.1%} on {candidate['count']} test "
+                f"the {rules.confidence:.0%} interval of accuracy {accuracy:.1%} on "
+                f"{candidate['count']} test "
                 f"images ({interval['low']:.1%}-{interval['high']:.1%}) reaches chance "
                 f"({chance:.1%}): too few test images to tell it from a guess"
             )
@@ -106,6 +111,7 @@ def decide(candidate: dict, stable: dict | None, classes: list[str], rules: Gate
         "tolerance": rules.tolerance,
         "max_recall_drop": rules.max_recall_drop,
         "min_over_chance": rules.min_over_chance,
+        "confidence": rules.confidence,
     }
     if rules.min_gain is not None:
         applied["min_gain"] = rules.min_gain

@@ -9,6 +9,7 @@ at small counts and at accuracies near 0 or 1, where the normal approximation fa
 from __future__ import annotations
 
 import math
+from statistics import NormalDist
 
 Z_95 = 1.959963984540054
 # Fewer test images per class than this, and the split is too small to tell.
@@ -28,16 +29,24 @@ def wilson_interval(correct: int, total: int, z: float = Z_95) -> tuple[float, f
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def accuracy_uncertainty(accuracy: float, count: int, classes: int) -> dict:
+def z_for(confidence: float) -> float:
+    """The two-sided normal quantile of `confidence` (0.95 -> 1.96)."""
+    return NormalDist().inv_cdf(0.5 + confidence / 2)
+
+
+def accuracy_uncertainty(
+    accuracy: float, count: int, classes: int, confidence: float = 0.95
+) -> dict:
     """The interval of a test accuracy and, when the split is too small, a warning."""
     correct = round(accuracy * count)
-    low, high = wilson_interval(correct, count)
+    low, high = wilson_interval(correct, count, z_for(confidence))
     per_class = count / max(1, classes)
     warning = None
     if per_class < MIN_TEST_PER_CLASS or high - low > MAX_INTERVAL_WIDTH:
         warning = (
             f"the test split is too small to tell: {count} images ({per_class:.1f} per class) "
-            f"give a 95% interval of {low:.0%}-{high:.0%} for the accuracy; add test images "
+            f"give a {confidence:.0%} interval of {low:.0%}-{high:.0%} for the accuracy; add "
+            "test images "
             f"(at least {MIN_TEST_PER_CLASS} per class) before trusting this number"
         )
     return {
@@ -45,7 +54,7 @@ def accuracy_uncertainty(accuracy: float, count: int, classes: int) -> dict:
         "count": count,
         "low": round(low, 6),
         "high": round(high, 6),
-        "confidence": 0.95,
+        "confidence": confidence,
         "method": "wilson",
         "warning": warning,
     }

@@ -98,6 +98,7 @@ def _train(
         GateRules(
             tolerance=spec.promotion_tolerance,
             max_recall_drop=spec.max_recall_drop,
+            confidence=spec.promotion_confidence,
             min_gain=min_gain,
         ),
         keep_versions=settings.keep_versions,
