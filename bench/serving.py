@@ -310,6 +310,19 @@ SERVER_COLUMNS = [
 ]
 
 
+SHOWN_SETTINGS = ("max_batch_size", "batch_timeout_ms", "server_threads", "poll_interval")
+
+
+def imgclf_settings(env: dict[str, str]) -> str:
+    """The serving settings the server ran with: the real defaults with `env` applied, so
+    the recorded string cannot drift from the code (it was once hard-coded, and wrong)."""
+    from imgclf.settings import Settings
+
+    overrides = {k.removeprefix("IMGCLF_").lower(): v for k, v in env.items()}
+    settings = Settings.model_validate({**Settings().model_dump(), **overrides})
+    return ", ".join(f"{name} {getattr(settings, name)}" for name in SHOWN_SETTINGS)
+
+
 def measure_servers(args: argparse.Namespace, root, env: dict) -> dict:
     """Start imgclf and the peer on one model, then measure in-process, every client
     level (alternating servers, in rounds), and finally the swap under load."""
@@ -437,8 +450,7 @@ def main(argv: list[str] | None = None) -> dict:
         "load_average_end": common.load_average(),
         "image_size": args.image_size,
         "settings": {
-            "imgclf": "defaults (max_batch_size 32, batch_timeout_ms 10, server_threads 32), "
-            "poll_interval 0.5",
+            "imgclf": imgclf_settings({"IMGCLF_POLL_INTERVAL": "0.5", **env}),
             "imgclf_overrides": env,
             "peer": "LitServe 0.2, 1 inference worker, 1 API server, max_batch_size 32, "
             "batch_timeout 2 ms",

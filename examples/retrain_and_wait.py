@@ -1,6 +1,8 @@
 """Retrain when new data lands, wait for the job, and report whether it was promoted.
 
-    python examples/retrain_and_wait.py /data/pets --model pets --token $IMGCLF_ADMIN_TOKEN
+    python examples/retrain_and_wait.py /data/pets --model pets --token "$TOKEN"
+
+TOKEN is one of the server's admin tokens (IMGCLF_ADMIN_TOKENS, comma-separated).
 
 The data path must lie under the server's IMGCLF_DATA_ROOTS. The job goes through the
 queue; the promotion gate decides whether the new version becomes `stable`.

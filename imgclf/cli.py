@@ -7,23 +7,21 @@ is instant and the server's commands never load the trainer.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
 import sys
 from pathlib import Path
 
-from imgclf import contract
+from imgclf import __version__, contract
+from imgclf.cli_errors import CommandParser, check_port_free, explain, port, positive_int
+from imgclf.cli_json import emit_json
 from imgclf.settings import Settings
 
 
-class CliError(Exception):
-    """A user mistake: printed without a traceback, exit status 2."""
-
-
 def _quiet_tensorflow() -> None:
-    # Must happen before TensorFlow is imported; C++ INFO/WARNING lines bury the output.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # Before TensorFlow is imported: C++ INFO/WARNING lines and CUDA noise bury the output.
+    from imgclf.tf_quiet import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
 
 
 def _print_result(result) -> None:
@@ -56,10 +54,12 @@ def _print_result(result) -> None:
 def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     from imgclf.config import load_config_file, parse_config, parse_overrides
     from imgclf.repository import validate_model_name
+    from imgclf.trainer.data import check_data_path
 
     validate_model_name(args.name)
     document = load_config_file(args.config) if args.config else {}
     config = parse_config(document, **parse_overrides(args.set or []))
+    check_data_path(args.data)  # before TensorFlow's seconds of start-up
     _quiet_tensorflow()
     from datetime import UTC, datetime
 
@@ -68,7 +68,8 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     model_dir = Path(args.model_dir) if args.model_dir else settings.model_dir
     run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     run_dir = Path(args.run_dir) if args.run_dir else settings.runs_dir() / args.name / run_id
-    print(f"training {args.name!r} from {args.data} (run folder {run_dir})")
+    if not args.json:
+        print(f"training {args.name!r} from {args.data} (run folder {run_dir})")
     from imgclf.trainer.promotion import GateRules, PromotionGate
 
     gate = (
@@ -83,10 +84,23 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
         model_dir=model_dir,
         run_dir=run_dir,
         keras_home=settings.keras_home,
-        verbose=1 if sys.stdout.isatty() else 2,
+        verbose=0 if args.json else 1 if sys.stdout.isatty() else 2,
         gate=gate,
     )
-    _print_result(result)
+    if args.json:
+        emit_json(
+            {
+                "name": result.name,
+                "version": result.version,
+                "version_dir": str(result.version_dir),
+                "metrics": result.metrics,
+                "diagnosis": result.diagnosis,
+                "parity": result.parity,
+                "report": str(result.report),
+            }
+        )
+    else:
+        _print_result(result)
     return 0
 
 
@@ -122,7 +136,7 @@ def cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
         if not args.json:
             print(f"{image}: " + ", ".join(f"{n} {s:.3f}" for n, s in top))
     if args.json:
-        print(json.dumps({"model": args.name, "version": version, "results": results}, indent=1))
+        emit_json({"model": args.name, "version": version, "results": results})
     else:
         print(f"(model {args.name} version {version})")
     return 1 if failures else 0
@@ -139,7 +153,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     overrides = {
         k: v
         for k, v in {
-            "model_dir": args.model_dir,
+            "model_dir": Path(args.model_dir) if args.model_dir else None,
             "rest_port": args.rest_port,
             "grpc_port": args.grpc_port,
             "host": args.host,
@@ -147,6 +161,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         if v is not None
     }
     settings = settings.model_copy(update=overrides)
+    _check_serving_setup(settings)
     _quiet_tensorflow()
     from imgclf.server.app import serve
 
@@ -154,11 +169,37 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _check_serving_setup(settings: Settings) -> None:
+    """Say what is wrong before binding anything: ports taken, no models to serve."""
+    from imgclf import repository
+    from imgclf.errors import RepositoryError
+
+    check_port_free(settings.host, settings.rest_port, "--rest-port", "IMGCLF_REST_PORT")
+    check_port_free(settings.host, settings.grpc_port, "--grpc-port", "IMGCLF_GRPC_PORT")
+    if not settings.model_dir.is_dir():
+        raise RepositoryError(
+            f"model directory {settings.model_dir} does not exist: train a model first "
+            "('imgclf train --data DIR --name NAME'), or point --model-dir / "
+            "IMGCLF_MODEL_DIR at your repository"
+        )
+    if not repository.list_models(settings.model_dir):
+        print(
+            f"imgclf: note: no models in {settings.model_dir} yet; /readyz answers 503 until "
+            "one is published ('imgclf train' or 'imgclf submit' with this model directory)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="imgclf", description="Fine-tune ResNet-50 image classifiers and serve them."
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"imgclf {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show Python tracebacks of unexpected errors"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = sub.add_parser("train", help="train locally (no queue) and publish a version")
     train.add_argument("--data", required=True, help="class folders, train/val/test, or a CSV")
@@ -172,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--no-gate", action="store_true", help="publish without the promotion gate (no label)"
     )
+    train.add_argument("--json", action="store_true", help="print the result as JSON")
     train.set_defaults(func=cmd_train)
 
     predict = sub.add_parser("predict", help="classify image files with an exported version")
@@ -184,7 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="default: the version a server would answer with (stable, else the newest)",
     )
     target.add_argument("--label", help="the version this label (stable, canary, ...) points at")
-    predict.add_argument("--top-k", type=int, default=contract.DEFAULT_TOP_K)
+    predict.add_argument(
+        "--top-k", type=positive_int, default=contract.DEFAULT_TOP_K, help="labels shown per image"
+    )
     predict.add_argument("--json", action="store_true", help="print JSON")
     predict.add_argument("images", nargs="+")
     predict.set_defaults(func=cmd_predict)
@@ -197,8 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="serve REST (8501) and gRPC (8500) from MODEL_DIR")
     serve.add_argument("--model-dir", help="model repository (default $IMGCLF_MODEL_DIR)")
-    serve.add_argument("--rest-port", type=int)
-    serve.add_argument("--grpc-port", type=int)
+    serve.add_argument("--rest-port", type=port, help="0-65535 (default $IMGCLF_REST_PORT)")
+    serve.add_argument("--grpc-port", type=port, help="0-65535 (default $IMGCLF_GRPC_PORT)")
     serve.add_argument("--host", help="bind address (default 127.0.0.1)")
     serve.set_defaults(func=cmd_serve)
 
@@ -212,28 +256,48 @@ def build_parser() -> argparse.ArgumentParser:
     from imgclf import cli_audit
 
     cli_audit.add_commands(sub)
+    from imgclf import cli_completion
+
+    cli_completion.add_commands(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; expected failures become one line on stderr and a non-zero exit."""
+    from pydantic import ValidationError
+
+    from imgclf.cli_errors import environment_error
+
     parser = build_parser()
     args = parser.parse_args(argv)
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        print(f"imgclf: error: {environment_error(exc)}", file=sys.stderr)
+        return 2
     logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     for noisy in ("absl", "tensorflow"):  # SavedModel writing logs pages of INFO lines
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.root.level))
-    from imgclf.errors import ImgclfError
-
     try:
         return args.func(args, settings)
-    except (CliError, ImgclfError) as exc:
-        print(f"imgclf: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("imgclf: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        message = explain(exc, settings.result_backend)
+        if message is None:
+            print(
+                f"imgclf: error: unexpected {type(exc).__name__}: {exc} "
+                "(a bug: run again with --debug for the traceback, and report it)",
+                file=sys.stderr,
+            )
+            return 1
+        print(f"imgclf: error: {' '.join(message.split())}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

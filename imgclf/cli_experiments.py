@@ -8,17 +8,15 @@ print the ranked trials or the per-fold table.
 from __future__ import annotations
 
 import argparse
-import sys
-import time
-from typing import Any, TextIO
+from typing import Any
 
 from imgclf.settings import Settings
 
-_FOLLOW_POLL_S = 1.0
-
 
 def _submit(args: argparse.Namespace, settings: Settings, kind: str, flags: dict) -> int:
-    from imgclf.cli_queue import print_record
+    from imgclf.cli_json import emit_json
+    from imgclf.cli_progress import follow, print_record
+    from imgclf.cli_queue import say_who_listens
     from imgclf.config import load_config_file, parse_overrides
     from imgclf.jobs.service import celery_sender, submit_job
     from imgclf.jobs.store import open_store
@@ -31,10 +29,17 @@ def _submit(args: argparse.Namespace, settings: Settings, kind: str, flags: dict
         document["idempotency_key"] = args.idempotency_key
     store = open_store(settings.result_backend, settings.key_prefix)
     record = submit_job(document, settings=settings, store=store, send=celery_sender(settings))
+    if args.json and not args.follow:
+        emit_json(record)
+        return 0
     print(f"job {record['id']} {record['status']} ({kind})")
+    say_who_listens(settings)
     if not args.follow:
         return 0
-    final = follow_experiment(store, record["id"])
+    final = follow(store, record["id"], queue=settings.queue)
+    if args.json:
+        emit_json(final)
+        return 0 if final["status"] == "succeeded" else 1
     print_result(final)
     print_record(final)
     return 0 if final["status"] == "succeeded" else 1
@@ -59,66 +64,6 @@ def cmd_kfold(args: argparse.Namespace, settings: Settings) -> int:
         "fold_noise_gate": True if args.fold_noise_gate else None,
     }
     return _submit(args, settings, "kfold", flags)
-
-
-def _metrics(metrics: dict) -> str:
-    shown = {
-        k: metrics[k] for k in ("loss", "accuracy", "val_loss", "val_accuracy") if k in metrics
-    }
-    return " ".join(f"{k} {v:.3f}" for k, v in shown.items())
-
-
-def describe_progress(record: dict) -> str:
-    """One status line for a search or k-fold job record."""
-    progress = record.get("progress") or {}
-    parts = []
-    if "trial" in progress:
-        parts.append(
-            f"trial {progress['trial']} ({progress['trials_done']}/"
-            f"{progress['trials_planned']} done)"
-        )
-    if "fold" in progress:
-        parts.append(f"fold {progress['fold']}/{progress['folds']}")
-    if progress.get("final"):
-        parts.append("training the chosen config")
-    stage = progress.get("stage")
-    if stage == "train":
-        parts.append(
-            f"phase {progress['phase']} epoch {progress['epoch']}/{progress['epochs']} "
-            f"batch {progress['batch']}/{progress['steps']} "
-            + _metrics(progress.get("metrics") or {})
-        )
-    elif stage:
-        parts.append(stage)
-    best = (record.get("result") or {}).get("best")
-    if best:
-        objective = record["result"]["objective"]
-        parts.append(f"best {objective} {best['objective']:.4f} (trial {best['trial_id']})")
-    return (
-        f"job {record['id'][:12]} {record['status']}"
-        + (": " if parts else "")
-        + ", ".join(p.strip() for p in parts)
-    )
-
-
-def follow_experiment(store: Any, job_id: str, out: TextIO = sys.stderr) -> dict:
-    """Show one updating status line until the job ends; returns the final record."""
-    from imgclf.jobs.spec import TERMINAL
-
-    last = ""
-    tty = out.isatty()
-    while True:
-        record = store.get(job_id)
-        line = describe_progress(record)
-        if line != last:
-            out.write(f"\r{line[:150]:<150}" if tty else line + "\n")
-            out.flush()
-            last = line
-        if record["status"] in TERMINAL:
-            if tty:
-                out.write("\n")
-            return record
-        time.sleep(_FOLLOW_POLL_S)
 
 
 def _value(value: Any) -> str:
@@ -188,21 +133,24 @@ def print_result(record: dict) -> None:
             print(f"learning curves: {result['curves']}")
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+def _common(parser: argparse.ArgumentParser, document: str) -> None:
     parser.add_argument("--data", required=True, help="data path under IMGCLF_DATA_ROOTS")
-    parser.add_argument("--name", required=True, help="model name (for --then-train)")
-    parser.add_argument("--config", help="JSON or YAML job document (config, search_space, ...)")
+    parser.add_argument(
+        "--name", required=True, help="model name (the job's name; --then-train publishes to it)"
+    )
+    parser.add_argument("--config", help=f"JSON or YAML job document ({document})")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE")
     parser.add_argument("--idempotency-key", help="same key -> same job")
     parser.add_argument("--then-train", action="store_true", help="then train and publish")
     parser.add_argument("--follow", action="store_true", help="show progress until it ends")
+    parser.add_argument("--json", action="store_true", help="print the job record as JSON")
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     search = sub.add_parser(
         "search", help="queue a hyperparameter search (Keras Tuner) over a declared space"
     )
-    _common(search)
+    _common(search, "training fields, search_space, tuner, ...")
     search.add_argument("--tuner", choices=["hyperband", "random", "bayesian"])
     search.add_argument("--objective", choices=["val_loss", "val_accuracy"])
     search.add_argument("--max-trials", type=int)
@@ -211,7 +159,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     search.set_defaults(func=cmd_search)
 
     kfold = sub.add_parser("kfold", help="queue a stratified K-fold cross-validation of a config")
-    _common(kfold)
+    _common(kfold, "training fields, folds, ...; search_space is refused")
     kfold.add_argument("--folds", type=int, help="K (default 5)")
     kfold.add_argument(
         "--fold-noise-gate",

@@ -1,10 +1,10 @@
-"""`imgclf models | promote | rollback`: the model registry for people."""
+"""`imgclf models | show | promote | rollback | delete`: the model registry for people."""
 
 from __future__ import annotations
 
 import argparse
-import json
 
+from imgclf.cli_json import emit_json
 from imgclf.settings import Settings
 
 
@@ -47,12 +47,19 @@ def model_summary(model_dir, name: str, settings: Settings) -> dict:
 
 def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
     from imgclf import repository
+    from imgclf.errors import RepositoryError
 
     model_dir = _model_dir(args, settings)
-    names = [args.name] if args.name else repository.list_models(model_dir)
+    known = repository.list_models(model_dir)
+    if args.name and args.name not in known:
+        raise RepositoryError(
+            f"no model {args.name!r} in {model_dir} (models: {', '.join(known) or 'none'}); "
+            "pass --model-dir or set IMGCLF_MODEL_DIR if it lives elsewhere"
+        )
+    names = [args.name] if args.name else known
     summaries = [model_summary(model_dir, n, settings) for n in names]
     if args.json:
-        print(json.dumps(summaries, indent=1))
+        emit_json(summaries)
         return 0
     for s in summaries:
         print(f"{s['name']}  labels {s['labels'] or '{}'}  serving v{s['serving']}")
@@ -74,7 +81,12 @@ def cmd_promote(args: argparse.Namespace, settings: Settings) -> int:
     aliases = registry.set_alias(
         _model_dir(args, settings), args.name, args.label, args.version, by="imgclf promote"
     )
-    print(f"{args.name}: {args.label} -> version {args.version}  (labels {aliases})")
+    if args.json:
+        emit_json(
+            {"name": args.name, "label": args.label, "version": args.version, "labels": aliases}
+        )
+    else:
+        print(f"{args.name}: {args.label} -> version {args.version}  (labels {aliases})")
     return 0
 
 
@@ -82,7 +94,86 @@ def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
     from imgclf import registry
 
     version = registry.rollback(_model_dir(args, settings), args.name, args.label)
-    print(f"{args.name}: {args.label} rolled back to version {version}")
+    if args.json:
+        emit_json({"name": args.name, "label": args.label, "version": version})
+    else:
+        print(f"{args.name}: {args.label} rolled back to version {version}")
+    return 0
+
+
+def parse_ref(text: str) -> tuple[str, int | None]:
+    """NAME or NAME:VERSION, as `show` and `delete` take it."""
+    import argparse
+
+    name, _, version = text.partition(":")
+    if version and not version.isdigit():
+        raise argparse.ArgumentTypeError(f"expected NAME or NAME:VERSION, got {text!r}")
+    return name, int(version) if version else None
+
+
+def card_summary(model_dir, name: str, version: int | None) -> dict:
+    """What a person wants from a version's model card, and where its report is."""
+    from imgclf import registry, repository
+
+    version = registry.resolve(model_dir, name, version=version)
+    folder = repository.version_path(model_dir, name, version)
+    card = repository.read_model_card(folder)
+    report = folder / "report" / "report.html"
+    metrics = (card.get("metrics") or {}).get("test") or {}
+    data = card.get("data") or {}
+    return {
+        "name": name,
+        "version": version,
+        "path": str(folder),
+        "labels": sorted(k for k, v in registry.aliases(model_dir, name).items() if v == version),
+        "created_at": card.get("created_at"),
+        "classes": data.get("classes"),
+        "counts": data.get("counts"),
+        "weights": (card.get("config") or {}).get("weights"),
+        "test": {k: v for k, v in metrics.items() if isinstance(v, int | float)},
+        "diagnosis": (card.get("diagnosis") or {}).get("summary"),
+        "promotion": (card.get("promotion") or {}).get("decision"),
+        "warnings": data.get("warnings") or [],
+        "artifact_bytes": card.get("artifact_bytes"),
+        "report": str(report) if report.is_file() else None,
+    }
+
+
+def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
+    name, version = args.ref
+    summary = card_summary(_model_dir(args, settings), name, version)
+    if args.json:
+        emit_json(summary)
+        return 0
+    print(f"{summary['name']} version {summary['version']}  {summary['path']}")
+    print(f"  labels: {', '.join(summary['labels']) or 'none'}")
+    print(f"  created: {summary['created_at'] or '-'}  starting weights: {summary['weights']}")
+    print(f"  classes: {', '.join(summary['classes'] or [])}")
+    test = summary["test"]
+    if "accuracy" in test:
+        print(
+            f"  test accuracy {test['accuracy']:.1%}"
+            + (f"  macro F1 {test['macro_f1']:.3f}" if "macro_f1" in test else "")
+        )
+    for key in ("diagnosis", "promotion"):
+        if summary[key]:
+            print(f"  {key}: {summary[key]}")
+    for warning in summary["warnings"]:
+        print(f"  warning: {warning}")
+    print(f"  report: {summary['report'] or 'none'}")
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
+    from imgclf import registry
+
+    name, version = args.ref
+    deleted = registry.delete(_model_dir(args, settings), name, version, force=args.force)
+    if args.json:
+        emit_json({"name": name, "deleted": deleted, "model_removed": version is None})
+    else:
+        what = f"model {name}" if version is None else f"{name} version {version}"
+        print(f"deleted {what} (versions {', '.join(map(str, deleted)) or 'none'})")
     return 0
 
 
@@ -98,10 +189,25 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     promote.add_argument("version", type=int)
     promote.add_argument("--label", default="stable")
     promote.add_argument("--model-dir")
+    promote.add_argument("--json", action="store_true")
     promote.set_defaults(func=cmd_promote)
 
     rollback = sub.add_parser("rollback", help="move a label back to its previous version")
     rollback.add_argument("name")
     rollback.add_argument("--label", default="stable")
     rollback.add_argument("--model-dir")
+    rollback.add_argument("--json", action="store_true")
     rollback.set_defaults(func=cmd_rollback)
+
+    show = sub.add_parser("show", help="a version's card summary and report path")
+    show.add_argument("ref", type=parse_ref, metavar="NAME[:VERSION]", help="default: stable")
+    show.add_argument("--model-dir")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(func=cmd_show)
+
+    delete = sub.add_parser("delete", help="delete a version or a whole model (admin)")
+    delete.add_argument("ref", type=parse_ref, metavar="NAME[:VERSION]")
+    delete.add_argument("--force", action="store_true", help="also delete labelled versions")
+    delete.add_argument("--model-dir")
+    delete.add_argument("--json", action="store_true")
+    delete.set_defaults(func=cmd_delete)

@@ -70,6 +70,11 @@ class TrainConfig(BaseModel):
         0.15, ge=0.05, le=0.5, description="Test share when no test/ split is given."
     )
     seed: int = Field(42, ge=0, le=2**31 - 1, description="Seeds the split, shuffling and init.")
+    allow_missing_classes: bool = Field(
+        False,
+        description="Train even when a class folder holds no usable image (it is left out "
+        "and named in the model card); by default that is an error.",
+    )
     early_stopping_patience: int = Field(
         3, ge=0, le=1000, description="Epochs without val-loss improvement; 0 disables."
     )

@@ -193,7 +193,10 @@ def resolve_version(
         version = aliases[alias]
     if version is not None:
         if int(version) not in served:
-            raise RepositoryError(f"model {quote(name)} has no version {version} being served")
+            known = ", ".join(map(str, sorted(served))) or "none"
+            raise RepositoryError(
+                f"model {quote(name)} has no version {version} being served (versions: {known})"
+            )
         return int(version)
     stable = aliases.get(STABLE)
     if stable is not None and stable in served:
@@ -225,3 +228,39 @@ def repository_version(
         versions if version is not None else policy_versions(versions, current, policy, specific)
     )
     return resolve_version(name, served, current, version=version, alias=alias)
+
+
+def delete(
+    model_dir: str | Path, name: str, version: int | None = None, *, force: bool = False
+) -> list[int]:
+    """Delete one version, or the whole model when `version` is None; returns what went.
+
+    A labelled version is what some client is being served: it is refused unless
+    `force`, which also drops the labels that pointed at it.
+    """
+    versions = repository.list_versions(model_dir, name)
+    if not versions and not repository.model_path(model_dir, name).is_dir():
+        raise RepositoryError(f"no model {name!r} in {model_dir}")
+    if version is not None and version not in versions:
+        raise RepositoryError(
+            f"no version {version} of model {name!r} "
+            f"(versions: {', '.join(map(str, versions)) or 'none'})"
+        )
+    doomed = versions if version is None else [version]
+    with lock(model_dir, name):
+        data = read(model_dir, name)
+        held = {lab: v for lab, v in data["labels"].items() if int(v) in doomed}
+        if held and not force:
+            shown = ", ".join(f"{lab} -> {v}" for lab, v in sorted(held.items()))
+            raise InvalidInput(
+                f"refusing to delete labelled version(s) of {name!r} ({shown}): move the "
+                "label first ('imgclf promote' / 'imgclf rollback') or pass --force"
+            )
+        for v in doomed:
+            shutil.rmtree(repository.version_path(model_dir, name, v), ignore_errors=True)
+        if held and version is not None:
+            data["labels"] = {k: v for k, v in data["labels"].items() if k not in held}
+            _write(model_dir, name, data)
+    if version is None:
+        shutil.rmtree(repository.model_path(model_dir, name), ignore_errors=True)
+    return doomed

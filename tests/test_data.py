@@ -136,15 +136,39 @@ def test_corrupt_and_non_image_files_are_skipped_and_listed(tmp_path):
     assert skipped["b/empty.png"] == "empty file"
     assert sum(len(s) for s in ds.splits.values()) == 10
     assert ds.summary()["skipped"] == 3
-    assert any("3 file(s) skipped" in w for w in ds.warnings)
+    assert any("3 file(s) skipped" in w and "b/notes.txt" in w for w in ds.warnings)
 
 
 def test_all_files_corrupt_is_an_error(tmp_path):
     for label in "ab":
         (tmp_path / label).mkdir()
         (tmp_path / label / "x.jpg").write_bytes(b"junk")
-    with pytest.raises(DataError, match="no images found"):
+    with pytest.raises(DataError, match=r"class folders .* \(a, b\) hold no usable images") as exc:
         load(tmp_path)
+    assert "a/x.jpg (not a decodable" in str(exc.value)
+
+
+def test_a_class_folder_without_images_is_an_error_unless_allowed(tmp_path):
+    write_class(tmp_path, "a", 6)
+    write_class(tmp_path, "b", 6)
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "readme.txt").write_text("no images here")
+    with pytest.raises(DataError, match=r"without usable images: c .*allow_missing_classes=true"):
+        load(tmp_path)
+    ds = load(tmp_path, allow_missing_classes=True)
+    assert ds.classes == ["a", "b"] and ds.empty_classes == ["c"]
+    summary = ds.summary()
+    assert summary["empty_classes"] == ["c"]
+    assert summary["skipped_files"][0]["path"] == "c/readme.txt"
+    assert any("left out: c" in w for w in ds.warnings)
+    assert Path(summary["root"]).is_absolute()
+
+
+def test_the_data_root_is_stored_absolute(tmp_path, monkeypatch):
+    write_class(tmp_path / "d", "a", 5)
+    write_class(tmp_path / "d", "b", 5)
+    monkeypatch.chdir(tmp_path)
+    assert load("d").summary()["root"] == str(tmp_path / "d")
 
 
 def test_fingerprint_changes_with_the_files(tmp_path):

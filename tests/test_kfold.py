@@ -157,7 +157,8 @@ def queue(tmp_path, redis_url, shapes_dir):
 
 
 def test_kfold_through_the_worker_reports_per_fold_and_mean(queue):
-    record = queue.submit(folds=3, then_train=True, fold_noise_gate=True)
+    # 12 test images cannot tell so short a run from chance: the interval rule is off here.
+    record = queue.submit(folds=3, then_train=True, fold_noise_gate=True, promotion_confidence=0)
     done = wait_final(queue.store, record["id"], timeout=300)
     assert done["status"] == "succeeded", done["error"]
     result = done["result"]

@@ -123,3 +123,38 @@ def test_generated_grpc_code_matches_the_proto(tmp_path):
         assert (tmp_path / "imgclf/v1" / name).read_text() == (
             ROOT / "imgclf/v1" / name
         ).read_text(), name
+
+
+def test_job_prefix_and_logs_over_rest_and_the_client(jobsrv):
+    from imgclf.client import Client
+
+    created = requests.post(
+        f"{jobsrv.base}/v1/jobs",
+        headers=AUTH,
+        timeout=10,
+        json={"name": "shapes", "data": jobsrv.data_path, "weights": "none"},
+    ).json()
+    job_id = created["id"]
+    one = requests.get(f"{jobsrv.base}/v1/jobs/{job_id[:8]}", headers=AUTH, timeout=10)
+    assert one.status_code == 200 and one.json()["id"] == job_id
+    empty = requests.get(f"{jobsrv.base}/v1/jobs/{job_id[:8]}/logs", headers=AUTH, timeout=10)
+    assert empty.json() == {
+        "id": job_id,
+        "status": "queued",
+        "offset": 0,
+        "next_offset": 0,
+        "text": "",
+    }
+    # Where the worker writes the training process's output (WORK_DIR/jobs/<id>/job.log).
+    log = jobsrv.settings.runs_dir() / "jobs" / job_id / "job.log"
+    log.parent.mkdir(parents=True)
+    log.write_text("epoch 1/2\nepoch 2/2\n")
+    with Client(rest_url=jobsrv.base, token=ADMIN) as client:
+        first = client.job_logs(job_id[:10])
+        assert first["text"] == "epoch 1/2\nepoch 2/2\n" and first["next_offset"] == 20
+        assert client.job_logs(job_id, offset=first["next_offset"])["text"] == ""
+    bad = requests.get(f"{jobsrv.base}/v1/jobs/{job_id}/logs?offset=x", headers=AUTH, timeout=10)
+    assert bad.status_code == 400
+    anonymous = requests.get(f"{jobsrv.base}/v1/jobs/{job_id}/logs", timeout=10)
+    assert anonymous.status_code == 401
+    requests.delete(f"{jobsrv.base}/v1/jobs/{job_id}", headers=AUTH, timeout=10)

@@ -144,43 +144,36 @@ class Client:
     def cancel(self, job_id: str) -> Job:
         return self._retry(lambda: self._transport.cancel(job_id))
 
+    def job_logs(self, job_id: str, offset: int = 0) -> dict[str, Any]:
+        """The job's log from byte `offset`: `{"id", "status", "offset", "next_offset",
+        "text"}`; ask again from `next_offset` to follow it. REST only for now."""
+        if not hasattr(self._transport, "job_logs"):
+            raise NotImplementedError("job logs are served over REST: give rest_url")
+        return self._retry(lambda: self._transport.job_logs(job_id, offset))
+
     def wait(
         self, job_id: str, *, progress: bool = True, timeout: float | None = None, poll: float = 1.0
     ) -> Job:
-        """Poll until the job ends; with progress, a bar on stderr. Returns the final Job."""
+        """Poll until the job ends; with progress, a line on stderr whenever it changes (the
+        same lines as `imgclf jobs ID --follow`). Returns the final Job."""
+        from imgclf.jobs.progress import status_line
+        from imgclf.jobs.records import ProgressEvent
+
         deadline = None if timeout is None else time.monotonic() + timeout
-        bar = None
-        try:
-            while True:
-                job = self.job(job_id)
-                if progress:
-                    bar = _show(bar, job)
-                if job.done:
-                    return job
-                if deadline is not None and time.monotonic() > deadline:
-                    raise TimeoutError(f"job {job_id} still {job.status} after {timeout}s")
-                time.sleep(poll)
-        finally:
-            if bar is not None:
-                bar.close()
+        last = ""
+        while True:
+            job = self.job(job_id)
+            if progress:
+                event = ProgressEvent.model_validate(job.progress) if job.progress else None
+                line = status_line(job.id, job.status, job.name, event)
+                if line != last:
+                    print(line, file=sys.stderr, flush=True)
+                    last = line
+            if job.done:
+                return job
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {job.status} after {timeout}s")
+            time.sleep(poll)
 
     def models(self) -> list[dict[str, Any]]:
         return self._retry(self._transport.models)
-
-
-def _show(bar, job: Job):
-    from tqdm import tqdm
-
-    info = job.progress or {}
-    if info.get("stage") == "train":
-        total = info["epochs"] * info["steps"]
-        desc = f"{job.id[:8]} phase {info['phase']}"
-        if bar is None or bar.total != total or bar.desc != desc:
-            if bar is not None:
-                bar.close()
-            bar = tqdm(total=total, desc=desc, unit="step", file=sys.stderr)
-        bar.n = min(total, (info["epoch"] - 1) * info["steps"] + info["batch"])
-        bar.set_postfix(status=job.status, refresh=True)
-    elif bar is not None:
-        bar.set_postfix(status=job.status if not info else info.get("stage"), refresh=True)
-    return bar

@@ -61,6 +61,9 @@ class RestTransport:
     def cancel(self, job_id: str) -> Job:
         return Job.from_record(self._call("DELETE", f"/v1/jobs/{job_id}"))
 
+    def job_logs(self, job_id: str, offset: int) -> dict[str, Any]:
+        return self._call("GET", f"/v1/jobs/{job_id}/logs", params={"offset": offset})
+
     def models(self) -> list[dict[str, Any]]:
         models = self._call("GET", "/v1/models")["models"]
         return [

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from imgclf.errors import Conflict, InvalidInput, Unavailable
+from imgclf.jobs.records import JobRecord
 from imgclf.jobs.spec import TERMINAL, parse_job, resolve_data_path
 from imgclf.jobs.store import JobStore, new_job_id, now_iso
 from imgclf.settings import Settings
@@ -36,28 +37,16 @@ def submit_job(
     spec = parse_job(document)
     resolve_data_path(spec.data, settings.data_roots)
     job_id = new_job_id()
-    record = {
-        "id": job_id,
-        "kind": spec.kind,
-        "status": "queued",
-        "name": spec.name,
-        "data": spec.data,
-        "idempotency_key": spec.idempotency_key,
-        "spec": spec.model_dump(mode="json"),
-        "created_at": now_iso(),
-        "started_at": None,
-        "finished_at": None,
-        "attempts": 0,
-        "progress": None,
-        "version": None,
-        "metrics": None,
-        "diagnosis": None,
-        "promotion": None,
-        "report": None,
-        "result": None,  # search: trials, best config; kfold: per-fold, mean; audit: summary
-        "error": None,
-        "cancel_requested": False,
-    }
+    record = JobRecord(
+        id=job_id,
+        kind=spec.kind,
+        status="queued",
+        name=spec.name,
+        data=spec.data,
+        idempotency_key=spec.idempotency_key,
+        spec=spec.model_dump(mode="json"),
+        created_at=now_iso(),
+    ).document()
     record, created = store.create(record, spec.idempotency_key)
     if created:
         try:
@@ -76,6 +65,7 @@ def submit_job(
 
 def cancel_job(store: JobStore, job_id: str) -> dict[str, Any]:
     """A queued job never runs; a running one stops at its next batch and publishes nothing."""
+    job_id = store.get(job_id)["id"]  # a unique prefix names the job too
     record = store.transition(
         job_id, ["queued"], "cancelled", finished_at=now_iso(), error="cancelled before it started"
     )

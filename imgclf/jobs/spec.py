@@ -172,6 +172,13 @@ class JobSpec(TrainConfig):
     max_recall_drop: float = Field(
         0.10, ge=0.0, le=1.0, description="No class's recall may drop by more than this."
     )
+    promotion_confidence: float = Field(
+        0.95,
+        ge=0.0,
+        le=0.999,
+        description="The low end of this confidence interval of the test accuracy must beat "
+        "chance (0 turns the rule off).",
+    )
     soft_time_limit: int | None = Field(
         None, ge=10, description="Seconds; the run is stopped at the next batch and fails."
     )

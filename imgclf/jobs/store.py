@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from imgclf.errors import InvalidInput, NotFound
+from imgclf.jobs.records import JobRecord
 
 
 class JobNotFound(NotFound):
@@ -46,6 +47,21 @@ def new_job_id() -> str:
     return uuid.uuid4().hex
 
 
+MIN_PREFIX = 4
+
+
+def pick_prefix_match(prefix: str, matches: list[str]) -> str:
+    """The one full id that `prefix` names (like git's short hashes), or a clear error."""
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise JobNotFound(f"no job with id {prefix!r} (see 'imgclf jobs')")
+    shown = ", ".join(sorted(matches)[:5])
+    raise InvalidInput(
+        f"job id prefix {prefix!r} matches {len(matches)} jobs ({shown}): give more characters"
+    )
+
+
 class JobStore(ABC):
     """Where job records live; implementations must make every method atomic."""
 
@@ -55,7 +71,12 @@ class JobStore(ABC):
 
     @abstractmethod
     def get(self, job_id: str) -> dict[str, Any]:
-        """The record, or JobNotFound."""
+        """The record, or JobNotFound. A unique prefix of an id (MIN_PREFIX characters or
+        more) names that job too."""
+
+    def record(self, job_id: str) -> JobRecord:
+        """`get`, typed."""
+        return JobRecord.model_validate(self.get(job_id))
 
     @abstractmethod
     def list(self, limit: int = 100) -> list[dict[str, Any]]:
@@ -108,6 +129,10 @@ class RedisJobStore(JobStore):
 
     def get(self, job_id: str) -> dict[str, Any]:
         raw = self.redis.get(self._key(job_id))
+        if raw is None and MIN_PREFIX <= len(job_id) < 32 and job_id.isalnum():
+            start = len(self._key(""))
+            found = [k[start:] for k in self.redis.scan_iter(self._key(job_id) + "*", count=1000)]
+            raw = self.redis.get(self._key(pick_prefix_match(job_id, found)))
         if raw is None:
             raise JobNotFound(f"no job with id {job_id!r}")
         return json.loads(raw)
@@ -210,6 +235,12 @@ class SqliteJobStore(JobStore):
     def get(self, job_id: str) -> dict[str, Any]:
         with self._conn() as db:
             row = db.execute("SELECT doc FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None and MIN_PREFIX <= len(job_id) < 32 and job_id.isalnum():
+                found = db.execute(
+                    "SELECT id FROM jobs WHERE substr(id, 1, ?) = ?", (len(job_id), job_id)
+                ).fetchall()
+                full = pick_prefix_match(job_id, [f[0] for f in found])
+                row = db.execute("SELECT doc FROM jobs WHERE id = ?", (full,)).fetchone()
         if row is None:
             raise JobNotFound(f"no job with id {job_id!r}")
         return json.loads(row[0])

@@ -57,6 +57,12 @@ class ControlPlane:
         store, _ = self._backend()
         return self._call(store.get, job_id)
 
+    def job_log(self, job_id: str, offset: int = 0) -> dict:
+        from imgclf.jobs.logs import read_job_log
+
+        store, _ = self._backend()
+        return self._call(read_job_log, self.settings, store, job_id, offset)
+
     def jobs(self, limit: int = 100) -> list[dict]:
         store, _ = self._backend()
         return self._call(store.list, limit)

@@ -143,6 +143,17 @@ OPENAPI: dict = {
                 "responses": {"200": _JOB, "404": _ERROR, "409": _ERROR, "401": _ERROR},
             },
         },
+        "/v1/jobs/{id}/logs": {
+            "parameters": [
+                {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}},
+                {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+            ],
+            "get": {
+                "summary": "The job's log from byte `offset` (follow with next_offset)",
+                "security": _AUTH,
+                "responses": {"200": {"description": "log chunk"}, "404": _ERROR, "401": _ERROR},
+            },
+        },
         "/v1/models": {
             "get": {
                 "summary": "Models, versions, states and labels",

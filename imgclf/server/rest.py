@@ -197,6 +197,16 @@ def admin_routes(control: ControlPlane, auth: Auth, max_bytes: int) -> Blueprint
     def get_job(job_id: str):
         return jsonify(control.job(job_id))
 
+    @bp.get("/v1/jobs/<job_id>/logs")
+    def job_logs(job_id: str):
+        try:
+            offset = int(request.args.get("offset", 0))
+        except ValueError:
+            raise InvalidInput("offset must be an integer") from None
+        if offset < 0:
+            raise InvalidInput("offset must be >= 0")
+        return jsonify(control.job_log(job_id, offset))
+
     @bp.delete("/v1/jobs/<job_id>")
     def cancel_job(job_id: str):
         return jsonify(control.cancel(job_id))

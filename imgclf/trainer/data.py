@@ -50,6 +50,7 @@ class Dataset:
     fingerprint: str = ""
     source: str = "folders"
     warnings: list[str] = field(default_factory=list)
+    empty_classes: list[str] = field(default_factory=list)
 
     def counts(self) -> dict[str, dict[str, int]]:
         return {
@@ -66,6 +67,7 @@ class Dataset:
             "total": sum(len(s) for s in self.splits.values()),
             "skipped": len(self.skipped),
             "skipped_files": [{"path": s.path, "reason": s.reason} for s in self.skipped],
+            "empty_classes": self.empty_classes,
             "fingerprint": self.fingerprint,
             "warnings": self.warnings,
         }
@@ -185,7 +187,35 @@ def check_class_sizes(samples: list[Sample], held_out: int) -> None:
     )
 
 
-def _check_classes(classes: list[str], where: str) -> None:
+def check_data_path(data: str | Path) -> Path:
+    """The cheap checks, done before TensorFlow's start-up: the path exists and has a form
+    we read (a folder, or a .csv manifest)."""
+    root = Path(data).expanduser()
+    if not root.exists():
+        raise DataError(
+            f"data path {root} does not exist: pass a folder with one sub-folder of images "
+            "per class, a folder with train/ (val/, test/), or a .csv manifest"
+        )
+    if root.is_file() and root.suffix.lower() != ".csv":
+        raise DataError(f"data path {root} is a file but not a .csv manifest")
+    return root
+
+
+def _skipped_listing(skipped: Sequence[Skipped], shown: int = 5) -> str:
+    names = ", ".join(f"{s.path} ({s.reason})" for s in skipped[:shown])
+    more = len(skipped) - shown
+    return names + (f" and {more} more" if more > 0 else "")
+
+
+def _check_classes(
+    classes: list[str], where: str, declared: list[str], skipped: Sequence[Skipped]
+) -> None:
+    if not classes and declared:
+        raise DataError(
+            f"the class folders of {where} ({', '.join(declared)}) hold no usable images"
+            + (f"; skipped: {_skipped_listing(skipped)}" if skipped else "")
+            + ". Put JPEG/PNG/GIF/BMP images in each class folder"
+        )
     if not classes:
         raise DataError(f"no images found in {where}: expected one sub-folder of images per class")
     if len(classes) < 2:
@@ -201,22 +231,25 @@ def load_dataset(
     test_fraction: float,
     seed: int,
     is_image: Callable[[Path], str | None],
+    allow_missing_classes: bool = False,
 ) -> Dataset:
     """Discover, check and split the data before any training starts.
 
     `is_image(path)` returns None for a usable image or the reason it is not; it is
-    the trainer's own decoder, so a file accepted here cannot fail later.
+    the trainer's own decoder, so a file accepted here cannot fail later. A class
+    folder without usable images is an error (a model with one class fewer than the
+    person expects is worse than no model) unless `allow_missing_classes`.
     """
-    root = Path(data).expanduser()
-    if not root.exists():
-        raise DataError(f"data path {root} does not exist")
+    root = check_data_path(data).resolve()
+    declared: list[str] = []
     if root.is_file():
-        if root.suffix.lower() != ".csv":
-            raise DataError(f"data path {root} is a file but not a .csv manifest")
         given = {"train": _collect_csv(root)}
+        declared = sorted({s.label for s in given["train"]})
         source, base = "csv", root.parent
     else:
         split_dirs = {name: root / name for name in SPLITS if (root / name).is_dir()}
+        train_dir = split_dirs.get("train", root)
+        declared = [p.name for p in _class_dirs(train_dir)]
         if "train" in split_dirs:
             given = {name: _collect_folders(path) for name, path in split_dirs.items()}
             source = "split-folders"
@@ -242,7 +275,15 @@ def load_dataset(
                 skipped.append(Skipped(rel, reason))
 
     classes = sorted({s.label for s in usable["train"]})
-    _check_classes(classes, str(root))
+    _check_classes(classes, str(root), declared, skipped)
+    empty = sorted(set(declared) - set(classes))
+    if empty and not allow_missing_classes:
+        raise DataError(
+            f"class folder(s) without usable images: {', '.join(empty)} (in {root}"
+            + (f"; skipped: {_skipped_listing(skipped)}" if skipped else "")
+            + "): add images, remove the folder, or set allow_missing_classes=true to train "
+            "without them"
+        )
     for split in ("val", "test"):
         extra = sorted({s.label for s in usable.get(split, [])} - set(classes))
         if extra:
@@ -264,7 +305,12 @@ def load_dataset(
         skipped=skipped,
         fingerprint=fingerprint(all_paths, base),
         source=source,
+        empty_classes=empty,
     )
+    if empty:
+        dataset.warnings.append(
+            f"class folder(s) without usable images left out: {', '.join(empty)}"
+        )
     counts = Counter(s.label for s in splits["train"])
     ratio = max(counts.values()) / max(1, min(counts.values()))
     if ratio > IMBALANCE_RATIO:
@@ -273,7 +319,10 @@ def load_dataset(
             f"of the smallest ({dict(sorted(counts.items()))})"
         )
     if skipped:
-        dataset.warnings.append(f"{len(skipped)} file(s) skipped as unreadable or not images")
+        dataset.warnings.append(
+            f"{len(skipped)} file(s) skipped as unreadable or not images: "
+            + _skipped_listing(skipped)
+        )
     return dataset
 
 

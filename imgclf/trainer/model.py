@@ -37,7 +37,7 @@ class Classifier:
 
 
 def keras_cache_dir(keras_home: str | Path | None = None) -> Path:
-    """Where Keras keeps downloaded weights: $KERAS_HOME/models, default ~/.keras/models."""
+    """Where Keras keeps downloaded weights: $IMGCLF_KERAS_HOME/models, default ~/.keras/models."""
     home = Path(keras_home).expanduser() if keras_home else Path("~/.keras").expanduser()
     return home / "models"
 
@@ -75,7 +75,8 @@ def resolve_weights(weights: str, keras_home: str | Path | None = None) -> str |
         raise WeightsUnavailableError(
             f"ImageNet weights are not available offline ({type(exc).__name__}: {exc}). "
             f"Download {IMAGENET_NOTOP_URL} on a connected machine and place it at {cached} "
-            f"(the Keras cache, $KERAS_HOME/models), or set weights to a local .h5 path, or "
+            f"(the Keras cache: $IMGCLF_KERAS_HOME/models, default ~/.keras/models), or set "
+            f"weights to a local .h5 path, or "
             f"weights=none to train from scratch (much lower accuracy)."
         ) from None
     finally:

@@ -83,6 +83,7 @@ def load_for_config(
         test_fraction=config.test_fraction,
         seed=config.seed,
         is_image=lambda p: image_problem(preprocess, p),
+        allow_missing_classes=config.allow_missing_classes,
     )
     for warning in dataset.warnings:
         log.warning(warning)

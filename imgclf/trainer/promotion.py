@@ -5,6 +5,10 @@ version are both evaluated on the candidate's test split, the images the
 candidate never trained on. The candidate is promoted when
   - its parity check passed (the export step refuses to get here otherwise),
   - its accuracy beats chance by `min_over_chance` (always, first version included),
+  - the low end of the 95% (`confidence`) Wilson interval of its test accuracy is above
+    chance: a
+    test split too small to tell a model from a guess promotes nothing (the interval
+    and a small-split caveat are kept in the comparison either way),
   - its accuracy is at most `tolerance` below stable's, and
   - no class's recall is more than `max_recall_drop` below stable's, and
   - when `min_gain` is set (a k-fold job's fold-to-fold standard deviation of
@@ -30,6 +34,7 @@ from imgclf.errors import Rejected
 from imgclf.trainer.data import Dataset
 from imgclf.trainer.metrics import classification_metrics
 from imgclf.trainer.pipeline import label_indices
+from imgclf.trainer.uncertainty import accuracy_uncertainty
 
 _BATCH = 32
 
@@ -39,6 +44,7 @@ class GateRules:
     tolerance: float = 0.005
     max_recall_drop: float = 0.10
     min_over_chance: float = 0.15
+    confidence: float = 0.95  # the low end of this interval must beat chance; 0 = off
     min_gain: float | None = None  # set by k-fold jobs: the fold-to-fold std of accuracy
 
 
@@ -70,6 +76,18 @@ def decide(candidate: dict, stable: dict | None, classes: list[str], rules: Gate
             f"accuracy {accuracy:.1%} does not beat chance ({chance:.1%}) by "
             f"{rules.min_over_chance:.0%}"
         )
+    interval = None
+    if "count" in candidate and rules.confidence > 0:
+        interval = accuracy_uncertainty(
+            accuracy, candidate["count"], len(classes), rules.confidence
+        )
+        if interval["low"] <= chance:
+            reasons.append(
+                f"the {rules.confidence:.0%} interval of accuracy {accuracy:.1%} on "
+                f"{candidate['count']} test "
+                f"images ({interval['low']:.1%}-{interval['high']:.1%}) reaches chance "
+                f"({chance:.1%}): too few test images to tell it from a guess"
+            )
     recall_drops = {}
     if stable is not None:
         if accuracy < stable["accuracy"] - rules.tolerance:
@@ -93,6 +111,7 @@ def decide(candidate: dict, stable: dict | None, classes: list[str], rules: Gate
         "tolerance": rules.tolerance,
         "max_recall_drop": rules.max_recall_drop,
         "min_over_chance": rules.min_over_chance,
+        "confidence": rules.confidence,
     }
     if rules.min_gain is not None:
         applied["min_gain"] = rules.min_gain
@@ -105,6 +124,8 @@ def decide(candidate: dict, stable: dict | None, classes: list[str], rules: Gate
         else {"accuracy": stable["accuracy"], "macro_f1": stable["macro_f1"]},
         "recall_drops": recall_drops,
         "rules": applied,
+        "interval": None if interval is None else {k: interval[k] for k in ("low", "high")},
+        "caveat": None if interval is None else interval["warning"],
     }
 
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from imgclf.config import TrainConfig
 from imgclf.errors import Cancelled, ImgclfError, Rejected
+from imgclf.jobs.records import ProgressEvent
 from imgclf.jobs.spec import JobSpec, parse_job, resolve_data_path
 from imgclf.jobs.store import JobStore, open_store
 from imgclf.settings import Settings
@@ -43,7 +44,8 @@ class _Watch:
         self._cancel = False
 
     def on_progress(self, event: dict) -> None:
-        self.store.update(self.job_id, progress=event)
+        typed = ProgressEvent.model_validate(event)  # a wrong event fails here, not in a reader
+        self.store.update(self.job_id, progress=typed.model_dump(mode="json", exclude_none=True))
 
     def should_stop(self) -> bool:
         now = time.monotonic()
@@ -97,6 +99,7 @@ def _train(
         GateRules(
             tolerance=spec.promotion_tolerance,
             max_recall_drop=spec.max_recall_drop,
+            confidence=spec.promotion_confidence,
             min_gain=min_gain,
         ),
         keep_versions=settings.keep_versions,

@@ -7,7 +7,6 @@ so a redelivered duplicate never runs the job twice).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -163,7 +162,3 @@ def requeue_orphans(store: JobStore, send, limit: int = 500) -> list[str]:
             requeued.append(record["id"])
             log.warning("job %s lost its worker; requeued", record["id"])
     return requeued
-
-
-def describe(record: dict) -> str:
-    return json.dumps({k: record.get(k) for k in ("id", "status", "name", "version", "error")})
