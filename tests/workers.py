@@ -34,12 +34,19 @@ def isolated_queue(
     return settings, {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **to_env(settings)}
 
 
+IMGCLF_WORKER = ("-m", "imgclf.cli", "worker")
+# The same worker started by Celery's own command line, as an operator would.
+CELERY_WORKER = ("-m", "celery", "-A", "imgclf.worker", "worker", "--loglevel=INFO")
+
+
 class WorkerProcess:
-    def __init__(self, env: dict[str, str], log: Path) -> None:
+    def __init__(
+        self, env: dict[str, str], log: Path, argv: tuple[str, ...] = IMGCLF_WORKER
+    ) -> None:
         self.log = log
         self._handle = open(log, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "imgclf.cli", "worker"],
+            [sys.executable, *argv],
             env=env,
             stdout=self._handle,
             stderr=subprocess.STDOUT,

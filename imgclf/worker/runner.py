@@ -1,13 +1,13 @@
 """Running one job: lease, child process, heartbeats, time limits, final record.
 
-The Celery task calls `run_job`; it returns once the job has a final status, or
-raises `Busy` when another live worker holds the job (the task then retries later,
-so a redelivered duplicate never runs the job twice).
+The Celery task calls `run_job`; it returns the job's record once it has a final
+status (reporting progress on the way), or raises `Busy` when another live worker
+holds the job (the task then retries later, so a redelivered duplicate never runs the
+job twice).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -16,7 +16,9 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from imgclf.jobs.spec import TERMINAL
 from imgclf.jobs.store import JobNotFound, JobStore, now_iso
@@ -24,6 +26,7 @@ from imgclf.settings import Settings, to_env
 
 log = logging.getLogger(__name__)
 _PR_SET_PDEATHSIG = 1
+_PROGRESS_POLL_S = 1.0
 
 
 class Busy(Exception):
@@ -61,15 +64,31 @@ def _tail(path: Path, lines: int = 15) -> str:
         return ""
 
 
-def run_job(job_id: str, settings: Settings, store: JobStore) -> str:
-    """Run the job to a final status and return it."""
+ProgressCallback = Callable[[dict[str, Any]], None]
+SUMMARY_FIELDS = ("id", "kind", "status", "name", "version", "metrics", "error", "attempts")
+
+
+def job_summary(record: dict[str, Any]) -> dict[str, Any]:
+    """What the Celery task returns (`celery result ID`): JSON, small, final."""
+    return {key: record.get(key) for key in SUMMARY_FIELDS}
+
+
+def run_job(
+    job_id: str,
+    settings: Settings,
+    store: JobStore,
+    *,
+    on_progress: ProgressCallback | None = None,
+) -> dict[str, Any]:
+    """Run the job to a final status and return its record; `on_progress` gets each new
+    progress event (from the supervising thread)."""
     try:
         record = store.get(job_id)
     except JobNotFound:
         log.warning("job %s is unknown; dropping its message", job_id)
-        return "unknown"
+        return {"id": job_id, "status": "unknown", "error": "no such job"}
     if record["status"] in TERMINAL:
-        return record["status"]
+        return record
     token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     if not store.acquire_lease(job_id, token, settings.lease_seconds):
         raise Busy(job_id)
@@ -83,13 +102,20 @@ def run_job(job_id: str, settings: Settings, store: JobStore) -> str:
             worker=token,
         )
         if claimed is None:  # cancelled (or finished) while we took the lease
-            return store.get(job_id)["status"]
-        return _supervise(job_id, claimed, settings, store, token)
+            return store.get(job_id)
+        return _supervise(job_id, claimed, settings, store, token, on_progress)
     finally:
         store.release_lease(job_id, token)
 
 
-def _supervise(job_id: str, record: dict, settings: Settings, store: JobStore, token: str) -> str:
+def _supervise(
+    job_id: str,
+    record: dict,
+    settings: Settings,
+    store: JobStore,
+    token: str,
+    on_progress: ProgressCallback | None,
+) -> dict[str, Any]:
     spec = record["spec"]
     hard = min(spec.get("time_limit") or settings.max_job_seconds, settings.max_job_seconds)
     soft = spec.get("soft_time_limit")
@@ -107,15 +133,25 @@ def _supervise(job_id: str, record: dict, settings: Settings, store: JobStore, t
         )
         log.info("job %s: training in process %s (log %s)", job_id, child.pid, log_path)
         beat = max(1.0, settings.lease_seconds / 3)
+        renewed = started
         soft_sent = False
+        last_progress = None
         while True:
             try:
-                child.wait(timeout=beat)
+                child.wait(timeout=_PROGRESS_POLL_S)
                 break
             except subprocess.TimeoutExpired:
                 pass
-            store.acquire_lease(job_id, token, settings.lease_seconds)
-            elapsed = time.monotonic() - started
+            now = time.monotonic()
+            if now - renewed >= beat:
+                store.acquire_lease(job_id, token, settings.lease_seconds)
+                renewed = now
+            if on_progress is not None:
+                progress = store.get(job_id).get("progress")
+                if progress and progress != last_progress:
+                    last_progress = progress
+                    on_progress(progress)
+            elapsed = now - started
             if soft and elapsed > soft and not soft_sent:
                 log.warning("job %s: soft time limit %ss reached", job_id, soft)
                 child.send_signal(signal.SIGTERM)
@@ -144,7 +180,7 @@ def _supervise(job_id: str, record: dict, settings: Settings, store: JobStore, t
         )
         final = store.get(job_id)
     log.info("job %s: %s", job_id, final["status"])
-    return final["status"]
+    return final
 
 
 def requeue_orphans(store: JobStore, send, limit: int = 500) -> list[str]:
@@ -163,7 +199,3 @@ def requeue_orphans(store: JobStore, send, limit: int = 500) -> list[str]:
             requeued.append(record["id"])
             log.warning("job %s lost its worker; requeued", record["id"])
     return requeued
-
-
-def describe(record: dict) -> str:
-    return json.dumps({k: record.get(k) for k in ("id", "status", "name", "version", "error")})
