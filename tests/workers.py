@@ -16,13 +16,19 @@ from imgclf.settings import Settings, to_env
 
 
 def isolated_queue(
-    root: Path, redis_url: str, data_roots: list[Path], **overrides: object
+    root: Path,
+    redis_url: str,
+    data_roots: list[Path],
+    *,
+    broker_url: str | None = None,
+    **overrides: object,
 ) -> tuple[Settings, dict[str, str]]:
-    """Settings for workers on their own queue and key prefix in the test Redis, and the
-    environment that rebuilds the same Settings in a worker process."""
+    """Settings for workers on their own queue and key prefix in the test Redis (the
+    broker too unless `broker_url` is given), and the environment that rebuilds the
+    same Settings in a worker process."""
     prefix = f"t{uuid.uuid4().hex[:10]}"
     settings = Settings(
-        broker_url=redis_url,
+        broker_url=broker_url or redis_url,
         result_backend=redis_url,
         model_dir=root / "models",
         work_dir=root / "runs",

@@ -89,7 +89,10 @@ class DataPlane:
         with batcher.admission():
             future = batcher.submit(prepare(), loaded, loaded.predict_images)
         self.metrics.queue_depth.labels(served.name).set(batcher.depth())
-        probabilities = future.result(timeout=_RESULT_TIMEOUT_S)
+        try:
+            probabilities = future.result(timeout=_RESULT_TIMEOUT_S)
+        finally:  # so an idle model reads 0, not the depth its last request saw
+            self.metrics.queue_depth.labels(served.name).set(batcher.depth())
         prediction = Prediction(served, probabilities, loaded.labels)
         version = str(served.version)
         for label, row in zip(prediction.labels(), probabilities, strict=True):

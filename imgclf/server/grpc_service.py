@@ -18,7 +18,6 @@ import grpc
 import numpy as np
 import tensorflow as tf
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
@@ -33,6 +32,7 @@ from imgclf.errors import ImgclfError, InvalidInput, PayloadTooLarge
 from imgclf.server.auth import Auth, bearer
 from imgclf.server.control import ControlPlane
 from imgclf.server.core import DataPlane, Prediction, Target
+from imgclf.server.reflection import enable_reflection
 from imgclf.v1 import imgclf_pb2, imgclf_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -406,9 +406,7 @@ def build_grpc_server(
     imgclf_pb2_grpc.add_ImgclfServicer_to_server(ImgclfService(data, control, auth), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
+    enable_reflection(SERVICE_NAMES, server)
     port = server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"could not bind gRPC to {address}")

@@ -233,7 +233,11 @@ def create_app(data: DataPlane, control: ControlPlane, auth: Auth) -> Flask:
 
     @app.get("/metrics")
     def metrics():
-        return Response(generate_latest(data.metrics.registry), mimetype=CONTENT_TYPE_LATEST)
+        return Response(
+            # content_type, not mimetype: Flask would append a second charset.
+            generate_latest(data.metrics.registry),
+            content_type=CONTENT_TYPE_LATEST,
+        )
 
     @app.get("/openapi.json")
     def openapi():

@@ -22,6 +22,7 @@ from celery.signals import worker_ready
 from imgclf.jobs.service import KIND_TASKS, task_for
 from imgclf.jobs.store import JobNotFound, JobStore
 from imgclf.settings import Settings
+from imgclf.worker.metrics import JobMetrics
 from imgclf.worker.runner import Busy, job_summary, requeue_orphans, run_job
 
 log = logging.getLogger(__name__)
@@ -29,16 +30,23 @@ PROGRESS = "PROGRESS"
 
 
 def register_tasks(app: Celery, settings: Settings, store: JobStore) -> None:
+    metrics = JobMetrics()
     for task_name in KIND_TASKS.values():
-        _register(app, task_name, settings, store)
+        _register(app, task_name, settings, store, metrics)
 
     @worker_ready.connect(weak=False)
-    def _start_janitor(sender: object = None, **_: object) -> None:
-        if getattr(sender, "app", None) is app:
-            start_janitor(app, settings, store)
+    def _on_ready(sender: object = None, **_: object) -> None:
+        if getattr(sender, "app", None) is not app:
+            return
+        start_janitor(app, settings, store)
+        if settings.worker_metrics_port is not None:
+            port = metrics.serve(settings.host, settings.worker_metrics_port)
+            log.info("job metrics on http://%s:%s/metrics", settings.host, port)
 
 
-def _register(app: Celery, task_name: str, settings: Settings, store: JobStore) -> None:
+def _register(
+    app: Celery, task_name: str, settings: Settings, store: JobStore, metrics: JobMetrics
+) -> None:
     @app.task(name=task_name, bind=True, max_retries=None)
     def run(self, job_id: str) -> dict:
         def on_progress(progress: dict) -> None:
@@ -47,10 +55,13 @@ def _register(app: Celery, task_name: str, settings: Settings, store: JobStore) 
                 self.send_event("task-progress", result=json.dumps(progress))
 
         try:
-            return job_summary(run_job(job_id, settings, store, on_progress=on_progress))
+            record = run_job(job_id, settings, store, on_progress=on_progress)
         except Busy:
             # Another live worker has it (a redelivered duplicate): look again later.
             raise self.retry(countdown=settings.lease_seconds) from None
+        if record.get("finished_at"):  # it ended here, not earlier elsewhere
+            metrics.on_finished(record)
+        return job_summary(record)
 
 
 def start_janitor(app: Celery, settings: Settings, store: JobStore) -> threading.Event:
