@@ -201,3 +201,20 @@ def test_classify_signature_ranks_every_class_from_tf_examples(trained):
         np.testing.assert_allclose(
             row_scores, [probs[labels.index(c)] for c in row_classes], atol=1e-5
         )
+
+
+def test_tensorboard_phases_share_one_step_axis(trained):
+    """Phase 2's epoch summaries continue after phase 1's, instead of restarting at 0."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    steps = {}
+    for phase in (1, 2):
+        events = EventAccumulator(str(trained.run_dir / f"tensorboard/phase{phase}/validation"))
+        events.Reload()
+        tags = [t for t in events.Tags()["tensors"] if t.startswith("epoch_")]
+        assert tags, events.Tags()
+        steps[phase] = sorted({e.step for e in events.Tensors(tags[0])})
+    history = trained.card["history"]
+    phase1 = sum(1 for h in history if h["phase"] == 1)
+    assert steps[1] == list(range(phase1))
+    assert steps[2] == list(range(phase1, len(history)))
