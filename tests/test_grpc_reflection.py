@@ -71,7 +71,9 @@ def test_every_service_is_called_through_reflected_descriptors(reflected):
         tensor.string_val.append(image)
 
     answer = call(channel, pool, "tensorflow.serving.PredictionService", "Predict", predict)
-    assert len(answer.outputs["probabilities"].float_val) == 3
+    probabilities = answer.outputs["probabilities"]
+    assert [d.size for d in probabilities.tensor_shape.dim] == [1, 3]
+    assert len(probabilities.tensor_content) == 3 * 4  # float32
 
     def classify(request) -> None:
         request.model_spec.name = "shapes"

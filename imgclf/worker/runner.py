@@ -150,7 +150,10 @@ def _supervise(
                 progress = store.get(job_id).get("progress")
                 if progress and progress != last_progress:
                     last_progress = progress
-                    on_progress(progress)
+                    try:
+                        on_progress(progress)
+                    except Exception:  # reporting must never stop the supervision
+                        log.exception("job %s: progress report failed", job_id)
             elapsed = now - started
             if soft and elapsed > soft and not soft_sent:
                 log.warning("job %s: soft time limit %ss reached", job_id, soft)
