@@ -53,7 +53,9 @@ def test_resnet_client_grpc_jpeg_bytes_works(server):
     request.model_spec.signature_name = "serving_default"
     request.inputs["image_bytes"].CopyFrom(tf.make_tensor_proto(server.jpeg, shape=[1]))
     result = stub.Predict(request, 10.0)
-    assert len(result.outputs["probabilities"].float_val) == 3
+    probabilities = tf.make_ndarray(result.outputs["probabilities"])
+    assert probabilities.shape == (1, 3)
+    assert abs(float(probabilities.sum()) - 1.0) < 1e-4
 
 
 def test_current_resnet_client_rest_floats_are_refused_naming_the_skew(server):
