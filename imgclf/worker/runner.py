@@ -79,9 +79,11 @@ def run_job(
     store: JobStore,
     *,
     on_progress: ProgressCallback | None = None,
+    on_finished: ProgressCallback | None = None,
 ) -> dict[str, Any]:
-    """Run the job to a final status and return its record; `on_progress` gets each new
-    progress event (from the supervising thread)."""
+    """Run the job to a final status and return its record. `on_progress` gets each new
+    progress event (from the supervising thread); `on_finished` the final record, only
+    when this call ran the job (not for a job that had already ended)."""
     try:
         record = store.get(job_id)
     except JobNotFound:
@@ -103,9 +105,12 @@ def run_job(
         )
         if claimed is None:  # cancelled (or finished) while we took the lease
             return store.get(job_id)
-        return _supervise(job_id, claimed, settings, store, token, on_progress)
+        final = _supervise(job_id, claimed, settings, store, token, on_progress)
     finally:
         store.release_lease(job_id, token)
+    if on_finished is not None:
+        on_finished(final)
+    return final
 
 
 def _supervise(

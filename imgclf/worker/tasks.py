@@ -55,12 +55,16 @@ def _register(
                 self.send_event("task-progress", result=json.dumps(progress))
 
         try:
-            record = run_job(job_id, settings, store, on_progress=on_progress)
+            record = run_job(
+                job_id,
+                settings,
+                store,
+                on_progress=on_progress,
+                on_finished=metrics.on_finished,
+            )
         except Busy:
             # Another live worker has it (a redelivered duplicate): look again later.
             raise self.retry(countdown=settings.lease_seconds) from None
-        if record.get("finished_at"):  # it ended here, not earlier elsewhere
-            metrics.on_finished(record)
         return job_summary(record)
 
 
