@@ -146,3 +146,4 @@ def test_celery_cli_and_flower_see_a_running_job(tmp_path, redis_url, shapes_dir
         assert finished["worker"]
     finally:
         worker.stop()
+        store.close()

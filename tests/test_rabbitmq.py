@@ -71,9 +71,12 @@ def test_amqp_config_acks_at_start_and_keeps_json_only(amqp_url, redis_url):
     assert redis_config["task_acks_late"] is True
 
 
-def test_job_over_rabbitmq_survives_a_killed_worker(rabbit, redis_url, amqp_url, shapes_dir):
+def test_job_over_rabbitmq_survives_a_killed_worker(
+    rabbit, redis_url, amqp_url, shapes_dir, request
+):
     settings, env, start_worker = rabbit
     store = open_store(redis_url, settings.key_prefix)
+    request.addfinalizer(store.close)
     worker = start_worker()
     job = submit_job(
         {**JOB, "data": str(shapes_dir), "name": "shapes"},
