@@ -4,6 +4,8 @@ descriptor database feeding a fresh descriptor pool, messages built from it."""
 
 from __future__ import annotations
 
+import time
+
 import grpc
 import pytest
 from google.protobuf import descriptor_pool, message_factory
@@ -108,5 +110,10 @@ def test_every_service_is_called_through_reflected_descriptors(reflected):
     answer = call(channel, pool, "imgclf.v1.Imgclf", "Classify", own_classify)
     assert answer.version == 1 and answer.results[0].top
 
-    answer = call(channel, pool, "grpc.health.v1.Health", "Check", lambda r: None)
-    assert answer.status == 1  # SERVING
+    # The server refreshes health every 0.5 s after readiness: wait for SERVING (1).
+    deadline = time.monotonic() + 30
+    while (
+        status := call(channel, pool, "grpc.health.v1.Health", "Check", lambda r: None).status
+    ) != 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert status == 1
