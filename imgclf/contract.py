@@ -13,6 +13,14 @@ SERVING_DEFAULT: Final = "serving_default"
 PREPROCESS: Final = "preprocess"
 PREDICT_IMAGES: Final = "predict_images"
 SIGNATURES: Final = (SERVING_DEFAULT, PREPROCESS, PREDICT_IMAGES)
+# TF Serving's classification method (its Classify RPC and REST :classify): serialized
+# tf.Example strings in (`inputs`, the image bytes under feature `image_bytes`),
+# `classes` string [batch, classes] and `scores` float32 [batch, classes] out, by score.
+CLASSIFY: Final = "classify"
+CLASSIFY_METHOD: Final = "tensorflow/serving/classify"
+PREDICT_METHOD: Final = "tensorflow/serving/predict"
+CLASSIFY_INPUTS: Final = "inputs"
+OUTPUT_SCORES: Final = "scores"
 
 # Tensor keys.
 INPUT_IMAGE_BYTES: Final = "image_bytes"  # string [batch] (serving_default) or scalar (preprocess)

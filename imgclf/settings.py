@@ -59,6 +59,13 @@ class Settings(BaseSettings):
     janitor_interval: float = Field(
         10.0, gt=0, description="Seconds between checks for jobs whose worker died."
     )
+    worker_metrics_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="Port of the worker's Prometheus /metrics (job counts and durations, on "
+        "IMGCLF_HOST); unset = off, 0 = a free port.",
+    )
     keep_versions: int = Field(
         5, ge=1, description="Newest versions kept per model; labelled versions are never deleted."
     )

@@ -119,3 +119,43 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory):
     yield url
     proc.terminate()
     proc.wait(10)
+
+
+def _amqp_reachable(url: str) -> bool:
+    from kombu import Connection
+
+    try:
+        with Connection(url, connect_timeout=3) as conn:
+            conn.ensure_connection(max_retries=1)
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="session")
+def amqp_url(tmp_path_factory: pytest.TempPathFactory):
+    """IMGCLF_TEST_AMQP_URL, else a RabbitMQ on 127.0.0.1:5672 (guest), else a throwaway
+    rabbitmq-server on free ports. Skipped when none can be had, except under CI."""
+    given = os.environ.get("IMGCLF_TEST_AMQP_URL")
+    if given:
+        yield given
+        return
+    local = "amqp://guest:guest@127.0.0.1:5672//"
+    if _amqp_reachable(local):
+        yield local
+        return
+    from tests.rabbitmq import start_rabbitmq
+
+    server = start_rabbitmq(tmp_path_factory.mktemp("rabbitmq"))
+    if server is None:
+        message = (
+            "the RabbitMQ tests need RabbitMQ: install rabbitmq-server (Debian/Ubuntu: "
+            "apt-get install rabbitmq-server) or set IMGCLF_TEST_AMQP_URL=amqp://..."
+        )
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    try:
+        yield server.url
+    finally:
+        server.stop()

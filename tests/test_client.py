@@ -85,11 +85,19 @@ def test_rest_and_grpc_give_the_same_results(env):
             assert set(x.scores) == {"circle", "square", "triangle"}
             assert x.scores == pytest.approx(y.scores, abs=1e-5)
             assert abs(sum(x.scores.values()) - 1.0) < 1e-4
+            # One order over both transports: by score, best first.
+            assert list(x.scores) == list(y.scores)
+            assert list(x.scores.values()) == sorted(x.scores.values(), reverse=True)
+            assert next(iter(x.scores)) == x.label
         top = rest.classify(env.images[:1], top_k=2)[0]
         assert [t.label for t in top] == [
             t.label for t in grpc_client.classify(env.images[:1], top_k=2)[0]
         ]
         assert len(top) == 2 and top[0].score >= top[1].score
+        # REST classify is TF Serving's :classify; it agrees with predict.
+        first = rest.predict(env.images[:1])[0]
+        assert [t.label for t in top] == list(first.scores)[:2]
+        assert [t.score for t in top] == pytest.approx(list(first.scores.values())[:2], abs=1e-5)
         assert rest.models()[0]["name"] == grpc_client.models()[0]["name"] == "shapes"
 
 

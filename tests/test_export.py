@@ -141,3 +141,80 @@ def test_corrupt_bytes_fail_in_the_served_path(trained, signature):
     loaded = tf.saved_model.load(str(trained.version_dir))
     with pytest.raises(tf.errors.InvalidArgumentError):
         loaded.signatures[signature](image_bytes=tf.constant([b"garbage"]))
+
+
+def _example(image: bytes) -> bytes:
+    feature = tf.train.Feature(bytes_list=tf.train.BytesList(value=[image]))
+    return tf.train.Example(
+        features=tf.train.Features(feature={contract.INPUT_IMAGE_BYTES: feature})
+    ).SerializeToString()
+
+
+def test_signature_defs_are_what_tf_serving_expects(trained):
+    """Read saved_model.pb as TF Serving does: the `serve` graph, each SignatureDef's
+    method name, input keys and dtypes (Predict takes any; Classify needs its method name,
+    one DT_STRING input of serialized tf.Examples, DT_STRING classes and DT_FLOAT scores)."""
+    from tensorflow.core.framework import types_pb2
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString((trained.version_dir / "saved_model.pb").read_bytes())
+    (graph,) = [g for g in proto.meta_graphs if "serve" in g.meta_info_def.tags]
+    defs = {k: v for k, v in graph.signature_def.items() if not k.startswith("__")}
+    string, float_, int64 = types_pb2.DT_STRING, types_pb2.DT_FLOAT, types_pb2.DT_INT64
+    predict_outputs = {"probabilities": float_, "classes": int64, "labels": string}
+    want = {
+        "serving_default": (contract.PREDICT_METHOD, {"image_bytes": string}, predict_outputs),
+        "preprocess": (contract.PREDICT_METHOD, {"image_bytes": string}, {"image": float_}),
+        "predict_images": (contract.PREDICT_METHOD, {"images": float_}, predict_outputs),
+        "classify": (
+            contract.CLASSIFY_METHOD,
+            {"inputs": string},
+            {"classes": string, "scores": float_},
+        ),
+    }
+    assert set(defs) == set(want)
+    for name, (method, inputs, outputs) in want.items():
+        sig = defs[name]
+        assert sig.method_name == method, name
+        assert {k: v.dtype for k, v in sig.inputs.items()} == inputs, name
+        assert {k: v.dtype for k, v in sig.outputs.items()} == outputs, name
+    classify = defs["classify"]
+    assert [d.size for d in classify.inputs["inputs"].tensor_shape.dim] == [-1]
+    for key in ("classes", "scores"):
+        assert len(classify.outputs[key].tensor_shape.dim) == 2
+
+
+def test_classify_signature_ranks_every_class_from_tf_examples(trained):
+    loaded = tf.saved_model.load(str(trained.version_dir))
+    manifest = json.loads((trained.version_dir / contract.GOLDEN_MANIFEST).read_text())
+    images = [(trained.version_dir / e["file"]).read_bytes() for e in manifest["inputs"]]
+    expected = np.array([e["probabilities"] for e in manifest["inputs"]])
+    out = loaded.signatures["classify"](inputs=tf.constant([_example(b) for b in images]))
+    labels = ["circle", "square", "triangle"]
+    classes = [[c.decode() for c in row] for row in out["classes"].numpy()]
+    scores = out["scores"].numpy()
+    assert scores.shape == np.shape(classes) == (len(images), 3)
+    for row_classes, row_scores, probs in zip(classes, scores, expected, strict=True):
+        assert sorted(row_classes) == labels
+        assert list(row_scores) == sorted(row_scores, reverse=True)
+        np.testing.assert_allclose(
+            row_scores, [probs[labels.index(c)] for c in row_classes], atol=1e-5
+        )
+
+
+def test_tensorboard_phases_share_one_step_axis(trained):
+    """Phase 2's epoch summaries continue after phase 1's, instead of restarting at 0."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    steps = {}
+    for phase in (1, 2):
+        events = EventAccumulator(str(trained.run_dir / f"tensorboard/phase{phase}/validation"))
+        events.Reload()
+        tags = [t for t in events.Tags()["tensors"] if t.startswith("epoch_")]
+        assert tags, events.Tags()
+        steps[phase] = sorted({e.step for e in events.Tensors(tags[0])})
+    history = trained.card["history"]
+    phase1 = sum(1 for h in history if h["phase"] == 1)
+    assert steps[1] == list(range(phase1))
+    assert steps[2] == list(range(phase1, len(history)))

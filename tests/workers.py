@@ -16,13 +16,19 @@ from imgclf.settings import Settings, to_env
 
 
 def isolated_queue(
-    root: Path, redis_url: str, data_roots: list[Path], **overrides: object
+    root: Path,
+    redis_url: str,
+    data_roots: list[Path],
+    *,
+    broker_url: str | None = None,
+    **overrides: object,
 ) -> tuple[Settings, dict[str, str]]:
-    """Settings for workers on their own queue and key prefix in the test Redis, and the
-    environment that rebuilds the same Settings in a worker process."""
+    """Settings for workers on their own queue and key prefix in the test Redis (the
+    broker too unless `broker_url` is given), and the environment that rebuilds the
+    same Settings in a worker process."""
     prefix = f"t{uuid.uuid4().hex[:10]}"
     settings = Settings(
-        broker_url=redis_url,
+        broker_url=broker_url or redis_url,
         result_backend=redis_url,
         model_dir=root / "models",
         work_dir=root / "runs",
@@ -34,12 +40,19 @@ def isolated_queue(
     return settings, {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **to_env(settings)}
 
 
+IMGCLF_WORKER = ("-m", "imgclf.cli", "worker")
+# The same worker started by Celery's own command line, as an operator would.
+CELERY_WORKER = ("-m", "celery", "-A", "imgclf.worker", "worker", "--loglevel=INFO")
+
+
 class WorkerProcess:
-    def __init__(self, env: dict[str, str], log: Path) -> None:
+    def __init__(
+        self, env: dict[str, str], log: Path, argv: tuple[str, ...] = IMGCLF_WORKER
+    ) -> None:
         self.log = log
         self._handle = open(log, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "imgclf.cli", "worker"],
+            [sys.executable, *argv],
             env=env,
             stdout=self._handle,
             stderr=subprocess.STDOUT,

@@ -9,7 +9,7 @@ from typing import Any
 import grpc
 
 from imgclf.client._errors import ServerUnavailable, TransportError, for_status
-from imgclf.client._types import Job, Prediction, prediction_from_scores
+from imgclf.client._types import Job, LabelScore, Prediction, prediction_from_scores
 from imgclf.v1 import imgclf_pb2, imgclf_pb2_grpc
 
 _STATUS = {
@@ -64,6 +64,11 @@ class GrpcTransport:
             prediction_from_scores(answer.model, answer.version, names, list(result.probabilities))
             for result in answer.results
         ]
+
+    def classify(
+        self, model: str, images: list[bytes], top_k: int, version: int | None, label: str | None
+    ) -> list[list[LabelScore]]:
+        return [prediction.top(top_k) for prediction in self.predict(model, images, version, label)]
 
     def _job(self, message: Any) -> Job:
         return Job.from_record(json.loads(message.record_json))

@@ -1,14 +1,16 @@
 """REST transport: imgclf's :upload endpoint for predictions (it returns every class's
-score and the version), /v1/jobs and /v1/models for the rest."""
+score and the version), TF Serving's :classify for classify, /v1/jobs and /v1/models
+for the rest."""
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import requests
 
 from imgclf.client._errors import ServerUnavailable, TransportError, for_status
-from imgclf.client._types import Job, Prediction, prediction_from_scores
+from imgclf.client._types import Job, LabelScore, Prediction, prediction_from_scores
 
 _ALL_CLASSES = 100_000  # top_k larger than any class count: the server returns them all
 
@@ -37,20 +39,32 @@ class RestTransport:
     def predict(
         self, model: str, images: list[bytes], version: int | None, label: str | None
     ) -> list[Prediction]:
-        path = (
-            f"/v1/models/{model}"
-            + (f"/versions/{version}" if version is not None else "")
-            + (f"/labels/{label}" if label else "")
-            + ":upload"
-        )
         files = [("file", (f"image{i}", data)) for i, data in enumerate(images)]
-        answer = self._call("POST", path, files=files, params={"top_k": _ALL_CLASSES})
+        answer = self._call(
+            "POST",
+            _model_path(model, version, label, "upload"),
+            files=files,
+            params={"top_k": _ALL_CLASSES},
+        )
         out = []
         for result in answer["results"]:
             names = [entry["label"] for entry in result["top"]]
             scores = [entry["score"] for entry in result["top"]]
             out.append(prediction_from_scores(answer["model"], answer["version"], names, scores))
         return out
+
+    def classify(
+        self, model: str, images: list[bytes], top_k: int, version: int | None, label: str | None
+    ) -> list[list[LabelScore]]:
+        """TF Serving's REST :classify: [[label, score], ...] per image, best first."""
+        examples = [{"image_bytes": {"b64": base64.b64encode(data).decode()}} for data in images]
+        answer = self._call(
+            "POST", _model_path(model, version, label, "classify"), json={"examples": examples}
+        )
+        return [
+            [LabelScore(str(name), float(score)) for name, score in row[: max(1, top_k)]]
+            for row in answer["results"]
+        ]
 
     def submit_job(self, document: dict[str, Any]) -> Job:
         return Job.from_record(self._call("POST", "/v1/jobs", json=document))
@@ -72,6 +86,15 @@ class RestTransport:
 
     def close(self) -> None:
         self.session.close()
+
+
+def _model_path(model: str, version: int | None, label: str | None, verb: str) -> str:
+    return (
+        f"/v1/models/{model}"
+        + (f"/versions/{version}" if version is not None else "")
+        + (f"/labels/{label}" if label else "")
+        + f":{verb}"
+    )
 
 
 def _message(response: requests.Response) -> str:

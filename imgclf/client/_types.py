@@ -16,7 +16,11 @@ class LabelScore:
 
 @dataclass(frozen=True)
 class Prediction:
-    """One image's answer: the top label and every class's probability."""
+    """One image's answer: the top label and every class's probability.
+
+    `scores` is ordered by score, highest first (ties in class-index order), over REST
+    and gRPC alike, so `next(iter(scores))` is `label`.
+    """
 
     label: str
     score: float
@@ -59,8 +63,10 @@ class Job:
 def prediction_from_scores(
     model: str, version: int, class_names: list[str], probabilities: list[float]
 ) -> Prediction:
-    scores = {name: float(p) for name, p in zip(class_names, probabilities, strict=True)}
-    label = max(scores, key=scores.get)
+    pairs = zip(class_names, (float(p) for p in probabilities), strict=True)
+    # sorted() is stable: equal scores keep the class-index order.
+    scores = dict(sorted(pairs, key=lambda pair: -pair[1]))
+    label = next(iter(scores))
     return Prediction(
         label=label, score=scores[label], scores=scores, model=model, version=int(version)
     )

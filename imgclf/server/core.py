@@ -231,7 +231,10 @@ class DataPlane:
                     inputs, (loaded, "bytes"), lambda x: decode_and_predict(loaded, x)
                 )
         self.metrics.queue_depth.labels(served.name).set(batcher.depth())
-        probabilities = future.result(timeout=_RESULT_TIMEOUT_S)
+        try:
+            probabilities = future.result(timeout=_RESULT_TIMEOUT_S)
+        finally:  # so an idle model reads 0, not the depth its last request saw
+            self.metrics.queue_depth.labels(served.name).set(batcher.depth())
         prediction = Prediction(served.name, served.version, probabilities, loaded.labels)
         version = str(served.version)
         for name, row in zip(prediction.predicted_names(), probabilities, strict=True):

@@ -22,7 +22,6 @@ from concurrent import futures
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
 from imgclf.errors import ImgclfError, InvalidInput, Unimplemented
@@ -30,6 +29,7 @@ from imgclf.server import grpc_codec
 from imgclf.server.auth import Auth, bearer
 from imgclf.server.control import ControlPlane
 from imgclf.server.core import DataPlane
+from imgclf.server.reflection import enable_reflection
 from imgclf.v1 import imgclf_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -233,9 +233,7 @@ def build_grpc_server(
     imgclf_pb2_grpc.add_ImgclfServicer_to_server(ImgclfService(data, control, auth), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
+    enable_reflection(SERVICE_NAMES, server)
     port = server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"could not bind gRPC to {address}")

@@ -61,5 +61,7 @@ class Metrics:
         self.batch_size.labels(model).observe(size)
 
     def on_load(self, served) -> None:
+        # The series exists (at 0) from the first load, not only after a request.
+        self.queue_depth.labels(served.name).inc(0)
         self.load_seconds.labels(served.name, str(served.version)).set(served.load_seconds)
         self.warmup_seconds.labels(served.name, str(served.version)).set(served.warmup_seconds)

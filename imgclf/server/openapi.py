@@ -1,4 +1,6 @@
-"""OpenAPI 3 description of the endpoints that are not TensorFlow Serving's own."""
+"""OpenAPI 3 description of every REST endpoint: TensorFlow Serving's (status, metadata,
+:predict, :classify, each by model, version or label) and ours (:upload, jobs, models,
+labels, health, metrics). A test validates it and checks every Flask route is in it."""
 
 from __future__ import annotations
 
@@ -19,8 +21,9 @@ OPENAPI: dict = {
     "info": {
         "title": "imgclf",
         "version": __version__,
-        "description": "Extras beside TensorFlow Serving's REST API (/v1/models/...:predict, "
-        ":classify, /metadata and status are documented by TensorFlow Serving).",
+        "description": "TensorFlow Serving's REST API (status, metadata, :predict, :classify) "
+        "and imgclf's extras (:upload, jobs, model labels, health, metrics). Image inputs are "
+        'the encoded file bytes as {"b64": "..."}: the model preprocesses them itself.',
     },
     "components": {
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
@@ -66,47 +69,6 @@ OPENAPI: dict = {
         },
     },
     "paths": {
-        "/v1/models/{name}:upload": {
-            "post": {
-                "summary": "Classify uploaded image files (multipart), top-k labels per image",
-                "parameters": [
-                    {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}},
-                    {"name": "top_k", "in": "query", "schema": {"type": "integer", "minimum": 1}},
-                ],
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "multipart/form-data": {
-                            "schema": {
-                                "type": "object",
-                                "properties": {"file": {"type": "string", "format": "binary"}},
-                            }
-                        }
-                    },
-                },
-                "responses": {
-                    "200": {
-                        "description": "top-k per image and the version that answered",
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "properties": {
-                                        "model": {"type": "string"},
-                                        "version": {"type": "integer"},
-                                        "results": {"type": "array"},
-                                    },
-                                }
-                            }
-                        },
-                    },
-                    "400": _ERROR,
-                    "404": _ERROR,
-                    "413": _ERROR,
-                    "503": _ERROR,
-                },
-            }
-        },
         "/v1/jobs": {
             "post": {
                 "summary": "Submit a training job",
@@ -161,34 +123,6 @@ OPENAPI: dict = {
                 "responses": {"200": {"description": "models"}, "401": _ERROR},
             }
         },
-        "/v1/models/{name}/labels/{label}": {
-            "post": {
-                "summary": "Point a label at a version (promote)",
-                "security": _AUTH,
-                "parameters": [
-                    {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}},
-                    {"name": "label", "in": "path", "required": True, "schema": {"type": "string"}},
-                ],
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "required": ["version"],
-                                "properties": {"version": {"type": "integer"}},
-                            }
-                        }
-                    },
-                },
-                "responses": {
-                    "200": {"description": "new labels"},
-                    "400": _ERROR,
-                    "404": _ERROR,
-                    "401": _ERROR,
-                },
-            }
-        },
         "/healthz": {
             "get": {"summary": "Process alive", "responses": {"200": {"description": "ok"}}}
         },
@@ -196,6 +130,12 @@ OPENAPI: dict = {
             "get": {
                 "summary": "Every configured model has a loaded, warmed version",
                 "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}},
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "summary": "This document",
+                "responses": {"200": {"description": "OpenAPI 3 document"}},
             }
         },
         "/metrics": {
@@ -206,3 +146,188 @@ OPENAPI: dict = {
         },
     },
 }
+
+
+def _json(schema: dict, description: str) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+_B64 = {
+    "type": "object",
+    "required": ["b64"],
+    "properties": {"b64": {"type": "string", "format": "byte"}},
+    "description": "Encoded image file bytes (JPEG, PNG, GIF, BMP, WebP), base64.",
+}
+_PREDICT_REQUEST = {
+    "type": "object",
+    "description": "TF Serving's row ('instances') or columnar ('inputs') format. "
+    'serving_default takes image_bytes as {"b64": ...}; predict_images takes float '
+    "[batch, H, W, 3] already preprocessed the model's way. Numbers sent to serving_default "
+    "(e.g. /255 floats) are refused with 400: that would be a train/serve skew.",
+    "properties": {
+        "signature_name": {"type": "string", "enum": ["serving_default", "predict_images"]},
+        "instances": {"type": "array", "items": {}},
+        "inputs": {},
+    },
+}
+_PREDICT_RESPONSE = {
+    "type": "object",
+    "properties": {
+        "predictions": {"type": "array", "items": {"type": "object"}},
+        "outputs": {"type": "object"},
+    },
+}
+_CLASSIFY_REQUEST = {
+    "type": "object",
+    "required": ["examples"],
+    "properties": {
+        "signature_name": {"type": "string"},
+        "context": {"type": "object"},
+        "examples": {
+            "type": "array",
+            "items": {"type": "object", "properties": {"image_bytes": _B64}},
+        },
+    },
+}
+_CLASSIFY_RESPONSE = {
+    "type": "object",
+    "properties": {
+        "results": {
+            "type": "array",
+            "description": "Per example: [label, score] for every class, best first.",
+            "items": {"type": "array", "items": {"type": "array", "items": {}}},
+        }
+    },
+}
+_STATUS = {
+    "type": "object",
+    "properties": {"model_version_status": {"type": "array", "items": {"type": "object"}}},
+}
+_METADATA = {
+    "type": "object",
+    "properties": {"model_spec": {"type": "object"}, "metadata": {"type": "object"}},
+}
+
+
+def _param(name: str, kind: str = "string") -> dict:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": kind}}
+
+
+def _model_paths(paths: dict, upload: dict) -> None:
+    """TF Serving's per-model endpoints under each way of naming what serves."""
+    targets = {
+        "/v1/models/{name}": ([_param("name")], "the newest served version"),
+        "/v1/models/{name}/versions/{version}": (
+            [_param("name"), _param("version", "integer")],
+            "that version",
+        ),
+        "/v1/models/{name}/labels/{label}": (
+            [_param("name"), _param("label")],
+            "the version the label points at",
+        ),
+    }
+    errors = {"400": _ERROR, "401": _ERROR, "404": _ERROR, "413": _ERROR, "503": _ERROR}
+    for base, (params, which) in targets.items():
+        paths.setdefault(base, {})["parameters"] = params
+        paths[base]["get"] = {
+            "summary": f"Version status (TF Serving), {which}",
+            "responses": {"200": _json(_STATUS, "model_version_status"), "404": _ERROR},
+        }
+        paths[f"{base}/metadata"] = {
+            "parameters": params,
+            "get": {
+                "summary": f"Signature metadata (TF Serving), {which}",
+                "responses": {"200": _json(_METADATA, "signature_def map"), "404": _ERROR},
+            },
+        }
+        paths[f"{base}:predict"] = {
+            "parameters": params,
+            "post": {
+                "summary": f"Predict (TF Serving), {which}",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _PREDICT_REQUEST}},
+                },
+                "responses": {"200": _json(_PREDICT_RESPONSE, "outputs"), **errors},
+            },
+        }
+        paths[f"{base}:classify"] = {
+            "parameters": params,
+            "post": {
+                "summary": f"Classify tf.Example-style examples (TF Serving), {which}",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _CLASSIFY_REQUEST}},
+                },
+                "responses": {"200": _json(_CLASSIFY_RESPONSE, "ranked labels"), **errors},
+            },
+        }
+        operation = {**upload["post"], "parameters": upload["post"]["parameters"][1:]}
+        paths[f"{base}:upload"] = {"parameters": params, "post": operation}
+
+
+_UPLOAD = {
+    "post": {
+        "summary": "Classify uploaded image files (multipart), top-k labels per image",
+        "parameters": [
+            {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}},
+            {"name": "top_k", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+        ],
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {"file": {"type": "string", "format": "binary"}},
+                    }
+                }
+            },
+        },
+        "responses": {
+            "200": {
+                "description": "top-k per image and the version that answered",
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {
+                                "model": {"type": "string"},
+                                "version": {"type": "integer"},
+                                "results": {"type": "array"},
+                            },
+                        }
+                    }
+                },
+            },
+            "400": _ERROR,
+            "404": _ERROR,
+            "413": _ERROR,
+            "503": _ERROR,
+        },
+    }
+}
+_PROMOTE = {
+    "summary": "Point a label at a version (promote)",
+    "security": _AUTH,
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["version"],
+                    "properties": {"version": {"type": "integer"}},
+                }
+            }
+        },
+    },
+    "responses": {
+        "200": {"description": "new labels"},
+        "400": _ERROR,
+        "404": _ERROR,
+        "401": _ERROR,
+    },
+}
+_model_paths(OPENAPI["paths"], _UPLOAD)
+OPENAPI["paths"]["/v1/models/{name}/labels/{label}"]["post"] = _PROMOTE

@@ -228,7 +228,8 @@ def ops_routes(data: DataPlane) -> Blueprint:
 
     @bp.get("/metrics")
     def metrics():
-        return Response(generate_latest(data.metrics.registry), mimetype=CONTENT_TYPE_LATEST)
+        # content_type, not mimetype: Flask would append a second charset.
+        return Response(generate_latest(data.metrics.registry), content_type=CONTENT_TYPE_LATEST)
 
     @bp.get("/openapi.json")
     def openapi():

@@ -43,6 +43,19 @@ def parse_target(name: str, version: str | None = None, alias: str | None = None
     return Target(name, number, alias)
 
 
+# Clients that decode and scale images themselves (TF Serving's newer resnet_client.py
+# sends RGB/255 floats) would be silently mis-scaled: the model's own preprocessing is
+# ResNet-50's (BGR, ImageNet means subtracted, no /255) and runs inside the model.
+SKEW_MESSAGE = (
+    "{where}: got numbers where 'serving_default' takes encoded image bytes. The model "
+    "preprocesses inside itself (ResNet-50: RGB->BGR, ImageNet means subtracted, no /255), "
+    "so pixels decoded or scaled by the client (e.g. /255 floats) would differ from "
+    "training (train/serve skew) and are refused. Send the file as "
+    '{{"b64": "<base64 JPEG/PNG bytes>"}}, or use signature_name '
+    f"'{contract.PREDICT_IMAGES}' with images already preprocessed the model's way."
+)
+
+
 def _b64(value: Any, where: str) -> bytes:
     if isinstance(value, dict) and set(value) == {"b64"} and isinstance(value["b64"], str):
         # Line breaks (`base64` without -w0) and the URL-safe alphabet are both accepted.
@@ -53,6 +66,8 @@ def _b64(value: Any, where: str) -> bytes:
             return base64.b64decode(text, validate=True)
         except (binascii.Error, ValueError):
             raise InvalidInput(f"{where}: invalid base64 in 'b64'") from None
+    if isinstance(value, (list, int, float)) and not isinstance(value, bool):
+        raise InvalidInput(SKEW_MESSAGE.format(where=where))
     raise InvalidInput(
         f'{where}: expected {{"b64": "<base64 image bytes>"}} for the string input '
         f"'{contract.INPUT_IMAGE_BYTES}'"

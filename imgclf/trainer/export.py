@@ -6,6 +6,11 @@ preprocessing function object the training pipeline used:
   serving_default(image_bytes: string [batch]) -> probabilities, classes, labels
   preprocess(image_bytes: string [])           -> image float32 [H, W, 3]
   predict_images(images: float32 [batch,H,W,3]) -> probabilities, classes, labels
+  classify(inputs: string [batch] serialized tf.Example) -> classes string [batch, n],
+                                                            scores float32 [batch, n]
+
+`classify` carries TF Serving's classification method name, so a tensorflow_model_server
+pointed at MODEL_DIR/<name> answers Classify (gRPC and REST :classify) as well as Predict.
 """
 
 from __future__ import annotations
@@ -69,11 +74,44 @@ def build_signatures(
     def preprocess_signature(image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
         return {contract.OUTPUT_IMAGE: preprocess(image_bytes)}
 
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=contract.CLASSIFY_INPUTS)])
+    def classify_examples(inputs: tf.Tensor) -> dict[str, tf.Tensor]:
+        features = tf.io.parse_example(
+            inputs, {contract.INPUT_IMAGE_BYTES: tf.io.FixedLenFeature([], tf.string)}
+        )
+        # Calls serving_default's traced function rather than tracing the model again:
+        # the same graph answers both, and the export stays smaller and faster.
+        served = serving_default(features[contract.INPUT_IMAGE_BYTES])
+        scores, order = tf.math.top_k(served[contract.OUTPUT_PROBABILITIES], k=num_classes)
+        return {contract.OUTPUT_CLASSES: tf.gather(labels, order), contract.OUTPUT_SCORES: scores}
+
     return {
         contract.SERVING_DEFAULT: serving_default,
         contract.PREPROCESS: preprocess_signature,
         contract.PREDICT_IMAGES: predict_images,
+        contract.CLASSIFY: classify_examples,
     }
+
+
+def set_classify_method(path: Path) -> None:
+    """Give the `classify` SignatureDef TF Serving's classification method name.
+
+    tf.saved_model.save names every signature `tensorflow/serving/predict`; TF Serving's
+    Classify refuses such a signature, so the name is set in saved_model.pb afterwards
+    (and the fingerprint, a checksum of that file, written again).
+    """
+    from tensorflow.core.protobuf import saved_model_pb2
+    from tensorflow.python.saved_model.pywrap_saved_model import fingerprinting
+
+    pb = path / "saved_model.pb"
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString(pb.read_bytes())
+    for graph in proto.meta_graphs:
+        graph.signature_def[contract.CLASSIFY].method_name = contract.CLASSIFY_METHOD
+    pb.write_bytes(proto.SerializeToString(deterministic=True))
+    fingerprint = path / "fingerprint.pb"
+    if fingerprint.exists():
+        fingerprint.write_bytes(fingerprinting.CreateFingerprintDef(str(path)))
 
 
 def write_savedmodel(
@@ -90,6 +128,7 @@ def write_savedmodel(
     for name, fn in build_signatures(model, preprocess, classes, image_size).items():
         archive.add_endpoint(name, fn)
     archive.write_out(str(path), verbose=False)
+    set_classify_method(path)
     labels_file = path / contract.LABELS_FILE
     labels_file.parent.mkdir(parents=True, exist_ok=True)
     labels_file.write_text("".join(f"{c}\n" for c in classes), encoding="utf-8")

@@ -42,6 +42,18 @@ class Hooks:
     should_stop: Callable[[], bool] | None = None
 
 
+class _ContinuousTensorBoard(keras.callbacks.TensorBoard):
+    """Epoch summaries at steps that continue after the earlier phases' epochs, so both
+    phases share one axis in TensorBoard instead of both starting at 0."""
+
+    def __init__(self, offset: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.offset = offset
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        super().on_epoch_end(epoch + self.offset, logs)
+
+
 @dataclass
 class RunState:
     phase: int = 1  # phase in progress (3 = both done)
@@ -308,9 +320,10 @@ def train_phases(
             )
         ]
         if tensorboard_dir is not None:
+            earlier = sum(1 for h in state.history if h["phase"] < phase)
             cbs.append(
-                keras.callbacks.TensorBoard(
-                    log_dir=str(tensorboard_dir / f"phase{phase}"), write_graph=False
+                _ContinuousTensorBoard(
+                    earlier, log_dir=str(tensorboard_dir / f"phase{phase}"), write_graph=False
                 )
             )
         return cbs

@@ -1,8 +1,9 @@
 """Running one job: lease, child process, heartbeats, time limits, final record.
 
-The Celery task calls `run_job`; it returns once the job has a final status, or
-raises `Busy` when another live worker holds the job (the task then retries later,
-so a redelivered duplicate never runs the job twice).
+The Celery task calls `run_job`; it returns the job's record once it has a final
+status (reporting progress on the way), or raises `Busy` when another live worker
+holds the job (the task then retries later, so a redelivered duplicate never runs the
+job twice).
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from imgclf.jobs.spec import TERMINAL
 from imgclf.jobs.store import JobNotFound, JobStore, now_iso
@@ -23,6 +26,7 @@ from imgclf.settings import Settings, to_env
 
 log = logging.getLogger(__name__)
 _PR_SET_PDEATHSIG = 1
+_PROGRESS_POLL_S = 1.0
 
 
 class Busy(Exception):
@@ -60,15 +64,33 @@ def _tail(path: Path, lines: int = 15) -> str:
         return ""
 
 
-def run_job(job_id: str, settings: Settings, store: JobStore) -> str:
-    """Run the job to a final status and return it."""
+ProgressCallback = Callable[[dict[str, Any]], None]
+SUMMARY_FIELDS = ("id", "kind", "status", "name", "version", "metrics", "error", "attempts")
+
+
+def job_summary(record: dict[str, Any]) -> dict[str, Any]:
+    """What the Celery task returns (`celery result ID`): JSON, small, final."""
+    return {key: record.get(key) for key in SUMMARY_FIELDS}
+
+
+def run_job(
+    job_id: str,
+    settings: Settings,
+    store: JobStore,
+    *,
+    on_progress: ProgressCallback | None = None,
+    on_finished: ProgressCallback | None = None,
+) -> dict[str, Any]:
+    """Run the job to a final status and return its record. `on_progress` gets each new
+    progress event (from the supervising thread); `on_finished` the final record, only
+    when this call ran the job (not for a job that had already ended)."""
     try:
         record = store.get(job_id)
     except JobNotFound:
         log.warning("job %s is unknown; dropping its message", job_id)
-        return "unknown"
+        return {"id": job_id, "status": "unknown", "error": "no such job"}
     if record["status"] in TERMINAL:
-        return record["status"]
+        return record
     token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     if not store.acquire_lease(job_id, token, settings.lease_seconds):
         raise Busy(job_id)
@@ -82,13 +104,23 @@ def run_job(job_id: str, settings: Settings, store: JobStore) -> str:
             worker=token,
         )
         if claimed is None:  # cancelled (or finished) while we took the lease
-            return store.get(job_id)["status"]
-        return _supervise(job_id, claimed, settings, store, token)
+            return store.get(job_id)
+        final = _supervise(job_id, claimed, settings, store, token, on_progress)
     finally:
         store.release_lease(job_id, token)
+    if on_finished is not None:
+        on_finished(final)
+    return final
 
 
-def _supervise(job_id: str, record: dict, settings: Settings, store: JobStore, token: str) -> str:
+def _supervise(
+    job_id: str,
+    record: dict,
+    settings: Settings,
+    store: JobStore,
+    token: str,
+    on_progress: ProgressCallback | None,
+) -> dict[str, Any]:
     spec = record["spec"]
     hard = min(spec.get("time_limit") or settings.max_job_seconds, settings.max_job_seconds)
     soft = spec.get("soft_time_limit")
@@ -106,15 +138,28 @@ def _supervise(job_id: str, record: dict, settings: Settings, store: JobStore, t
         )
         log.info("job %s: training in process %s (log %s)", job_id, child.pid, log_path)
         beat = max(1.0, settings.lease_seconds / 3)
+        renewed = started
         soft_sent = False
+        last_progress = None
         while True:
             try:
-                child.wait(timeout=beat)
+                child.wait(timeout=_PROGRESS_POLL_S)
                 break
             except subprocess.TimeoutExpired:
                 pass
-            store.acquire_lease(job_id, token, settings.lease_seconds)
-            elapsed = time.monotonic() - started
+            now = time.monotonic()
+            if now - renewed >= beat:
+                store.acquire_lease(job_id, token, settings.lease_seconds)
+                renewed = now
+            if on_progress is not None:
+                progress = store.get(job_id).get("progress")
+                if progress and progress != last_progress:
+                    last_progress = progress
+                    try:
+                        on_progress(progress)
+                    except Exception:  # reporting must never stop the supervision
+                        log.exception("job %s: progress report failed", job_id)
+            elapsed = now - started
             if soft and elapsed > soft and not soft_sent:
                 log.warning("job %s: soft time limit %ss reached", job_id, soft)
                 child.send_signal(signal.SIGTERM)
@@ -143,7 +188,7 @@ def _supervise(job_id: str, record: dict, settings: Settings, store: JobStore, t
         )
         final = store.get(job_id)
     log.info("job %s: %s", job_id, final["status"])
-    return final["status"]
+    return final
 
 
 def requeue_orphans(store: JobStore, send, limit: int = 500) -> list[str]:

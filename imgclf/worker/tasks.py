@@ -3,36 +3,69 @@
 One task per job kind (`imgclf.train`, `imgclf.search`, `imgclf.kfold`, `imgclf.audit`)
 so deployments can route kinds to their own queues; all run the job the same way, and
 the job's child process picks the work from the record's kind.
+
+While the job runs, its progress is the task's state: `PROGRESS` in the result backend
+(`celery result`, Flower's /api/task/result) with the progress event as meta, and a
+`task-progress` event (Flower's task list and /api/task/info: state PROGRESS, the event
+as JSON in `result`). The task's result is the job's final summary (`job_summary`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 
 from celery import Celery
+from celery.signals import worker_ready
 
 from imgclf.jobs.service import KIND_TASKS, task_for
 from imgclf.jobs.store import JobNotFound, JobStore
 from imgclf.settings import Settings
-from imgclf.worker.runner import Busy, requeue_orphans, run_job
+from imgclf.worker.metrics import JobMetrics
+from imgclf.worker.runner import Busy, job_summary, requeue_orphans, run_job
 
 log = logging.getLogger(__name__)
+PROGRESS = "PROGRESS"
 
 
 def register_tasks(app: Celery, settings: Settings, store: JobStore) -> None:
+    metrics = JobMetrics()
     for task_name in KIND_TASKS.values():
-        _register(app, task_name, settings, store)
+        _register(app, task_name, settings, store, metrics)
+
+    @worker_ready.connect(weak=False)
+    def _on_ready(sender: object = None, **_: object) -> None:
+        if getattr(sender, "app", None) is not app:
+            return
+        start_janitor(app, settings, store)
+        if settings.worker_metrics_port is not None:
+            port = metrics.serve(settings.host, settings.worker_metrics_port)
+            log.info("job metrics on http://%s:%s/metrics", settings.host, port)
 
 
-def _register(app: Celery, task_name: str, settings: Settings, store: JobStore) -> None:
-    @app.task(name=task_name, bind=True, acks_late=True, max_retries=None)
-    def run(self, job_id: str) -> str:
+def _register(
+    app: Celery, task_name: str, settings: Settings, store: JobStore, metrics: JobMetrics
+) -> None:
+    @app.task(name=task_name, bind=True, max_retries=None)
+    def run(self, job_id: str) -> dict:
+        def on_progress(progress: dict) -> None:
+            self.update_state(state=PROGRESS, meta=progress)
+            if self.app.conf.worker_send_task_events:
+                self.send_event("task-progress", result=json.dumps(progress))
+
         try:
-            return run_job(job_id, settings, store)
+            record = run_job(
+                job_id,
+                settings,
+                store,
+                on_progress=on_progress,
+                on_finished=metrics.on_finished,
+            )
         except Busy:
             # Another live worker has it (a redelivered duplicate): look again later.
             raise self.retry(countdown=settings.lease_seconds) from None
+        return job_summary(record)
 
 
 def start_janitor(app: Celery, settings: Settings, store: JobStore) -> threading.Event:
