@@ -262,6 +262,13 @@ def _model_paths(paths: dict, upload: dict) -> None:
                 "responses": {"200": _json(_CLASSIFY_RESPONSE, "ranked labels"), **errors},
             },
         }
+        paths[f"{base}:regress"] = {
+            "parameters": params,
+            "post": {
+                "summary": "Regress (TF Serving): not offered, the models are classifiers",
+                "responses": {"400": _ERROR, "404": _ERROR},
+            },
+        }
         operation = {**upload["post"], "parameters": upload["post"]["parameters"][1:]}
         paths[f"{base}:upload"] = {"parameters": params, "post": operation}
 
