@@ -82,6 +82,14 @@ class ImgclfServer:
             )
             for name in ("", *SERVICE_NAMES):
                 self._health.set(name, status)
+            # Per model: service "model/<name>" is SERVING while the model answers.
+            for name, state in self.manager.readiness().items():
+                self._health.set(
+                    f"model/{name}",
+                    health_pb2.HealthCheckResponse.SERVING
+                    if state["ready"]
+                    else health_pb2.HealthCheckResponse.NOT_SERVING,
+                )
 
     def wait_ready(self, timeout: float = 120) -> bool:
         deadline = threading.Event()

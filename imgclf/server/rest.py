@@ -229,7 +229,7 @@ def create_app(data: DataPlane, control: ControlPlane, auth: Auth) -> Flask:
     @app.get("/readyz")
     def readyz():
         ready = data.manager.ready()
-        return jsonify(ready=ready), 200 if ready else 503
+        return jsonify(ready=ready, models=data.manager.readiness()), 200 if ready else 503
 
     @app.get("/metrics")
     def metrics():
