@@ -33,8 +33,16 @@ class Traffic:
     test can assert zero failed requests and which version served at the end.
     """
 
-    def __init__(self, url: str, image: bytes, threads: int = 2, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        image: bytes,
+        threads: int = 2,
+        timeout: float = 30.0,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.url = url
+        self.headers = {"Content-Type": "application/json", **(headers or {})}
         self.body = json.dumps({"instances": [b64(image)]})
         self.failures: list[str] = []
         self.count = 0
@@ -51,7 +59,7 @@ class Traffic:
                 answer = session.post(
                     self.url,
                     data=self.body,
-                    headers={"Content-Type": "application/json"},
+                    headers=self.headers,
                     timeout=self._timeout,
                 )
                 if answer.status_code != 200:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from imgclf.errors import BadImageError, InvalidInput, PayloadTooLarge
-from imgclf.server.imageinfo import sniff
+from imgclf.server.imageinfo import DecodeBudget, sniff
 from imgclf.server.manager import ModelManager, ServedVersion
 from imgclf.server.metrics import Metrics
 from imgclf.server.savedmodel import LoadedVersion
@@ -70,17 +70,14 @@ class DataPlane:
                 f"{len(images)} images in one request; the limit is "
                 f"{self.settings.max_images_per_request}"
             )
+        budget = DecodeBudget(self.settings.max_image_pixels, self.settings.max_decode_bytes)
         for i, image in enumerate(images):
             if not isinstance(image, bytes | bytearray) or not image:
                 raise BadImageError(f"image {i}: empty or not bytes")
             info = sniff(bytes(image))
             if info is None:
                 raise BadImageError(f"image {i}: not a JPEG, PNG, GIF, BMP or WebP image")
-            if info.pixels > self.settings.max_image_pixels:
-                raise PayloadTooLarge(
-                    f"image {i}: {info.width}x{info.height} pixels is over the limit of "
-                    f"{self.settings.max_image_pixels} pixels"
-                )
+            budget.add(i, info)
 
     def _run(
         self, served: ServedVersion, loaded: LoadedVersion, prepare: Callable[[], np.ndarray]
@@ -142,5 +139,5 @@ class DataPlane:
     def record(
         self, target: Target, protocol: str, code: int, version: int | None, started: float
     ) -> None:
-        self.metrics.requests.labels(target.name, str(version or ""), protocol, str(code)).inc()
-        self.metrics.latency.labels(target.name, protocol).observe(time.monotonic() - started)
+        seconds = time.monotonic() - started
+        self.metrics.request(target.name, version, protocol, code, seconds)

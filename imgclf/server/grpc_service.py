@@ -74,6 +74,8 @@ def _handle(data: DataPlane, protocol: str = "grpc"):
                 return response
             except ImgclfError as exc:
                 target, code = getattr(exc, "target", None), exc.status
+                if code == 503:  # overloaded or not ready: when to come back
+                    context.set_trailing_metadata((("retry-after", "1"),))
                 context.abort(grpc_code(exc), str(exc))
             except Exception:
                 code = 500

@@ -282,7 +282,7 @@ class ModelManager:
                     name,
                     max_batch_size=self.settings.max_batch_size,
                     batch_timeout_s=self.settings.batch_timeout_ms / 1000.0,
-                    max_queue=self.settings.max_queue,
+                    max_queue=self.settings.queue_bound(),
                     on_batch=(lambda n, m=name: self._on_batch(m, n)) if self._on_batch else None,
                 )
             return model
