@@ -61,6 +61,14 @@ def grpc_code(exc: ImgclfError) -> grpc.StatusCode:
     return GRPC_CODES.get(exc.status, grpc.StatusCode.INTERNAL)
 
 
+def abort(context: grpc.ServicerContext, exc: ImgclfError) -> None:
+    """End the call with the error's code; a 503 (overloaded, not ready) also says, in
+    trailing metadata `retry-after`, how many seconds to wait (REST sends Retry-After)."""
+    if exc.status == 503:
+        context.set_trailing_metadata((("retry-after", "1"),))
+    context.abort(grpc_code(exc), str(exc))
+
+
 def _handle(data: DataPlane, protocol: str = "grpc"):
     """Turn project errors into gRPC statuses; record metrics for model calls."""
 
@@ -74,9 +82,7 @@ def _handle(data: DataPlane, protocol: str = "grpc"):
                 return response
             except ImgclfError as exc:
                 target, code = getattr(exc, "target", None), exc.status
-                if code == 503:  # overloaded or not ready: when to come back
-                    context.set_trailing_metadata((("retry-after", "1"),))
-                context.abort(grpc_code(exc), str(exc))
+                abort(context, exc)
             except Exception:
                 code = 500
                 log.exception("unhandled error in %s (request %s)", method.__name__, rid)
@@ -299,7 +305,7 @@ class ImgclfService(imgclf_pb2_grpc.ImgclfServicer):
         self.auth = auth
 
     def _abort(self, context, exc: ImgclfError) -> None:
-        context.abort(grpc_code(exc), str(exc))
+        abort(context, exc)
 
     def Classify(self, request, context):
         started = time.monotonic()

@@ -303,7 +303,10 @@ class ModelManager:
         policy = self.settings.version_policy
         wanted: dict[str, int] = dict(labels)
         if policy == "specific":
-            for version in self.settings.serve_versions:
+            # Labels may only name versions this policy serves (set_label refuses others).
+            served = set(self.settings.serve_versions)
+            wanted = {label: v for label, v in labels.items() if v in served}
+            for version in served:
                 wanted[f"policy:version {version}"] = version
             return wanted
         if policy == "labelled" and labels:
