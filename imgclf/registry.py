@@ -47,7 +47,7 @@ def read(model_dir: str | Path, name: str) -> dict:
 def _checked(path: Path, data: object) -> dict:
     """The document's shape, checked: a hand edit must fail here, not deep in a server."""
     if not isinstance(data, dict):
-        raise RepositoryError(f"{path} must hold a JSON object, not {type(data).__name__}")
+        raise RepositoryError(f"{path} must hold a JSON object, not {json.dumps(data)[:40]}")
     data.setdefault("labels", {})
     data.setdefault("history", [])
     if not isinstance(data["labels"], dict):

@@ -74,8 +74,8 @@ class ControlPlane:
         for name in self.manager.models():
             try:
                 labels = registry.labels(self.settings.model_dir, name)
-            except RepositoryError:
-                labels = None  # the reason is in "problems"
+            except RepositoryError:  # unreadable labels.json: the reason is in "problems"
+                labels = self.manager.labels(name)
             try:
                 versions = self.manager.statuses(name)
             except NotFound:

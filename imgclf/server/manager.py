@@ -431,7 +431,7 @@ class ModelManager:
             served.state = State.END
             log.error(
                 "model %s version %s refused (attempt %d; retried when its files change, "
-                "not before %.0fs): %s",
+                "not before %.1fs): %s",
                 name,
                 version,
                 served.attempts,
