@@ -343,11 +343,13 @@ def run_attacks(root: Path, image_size: int) -> list[dict]:
                 answer = attack()
             except Exception as exc:  # the table shows it; it must not stop the others
                 answer = f"harness error: {type(exc).__name__}: {exc}"[:140]
+            failed = healthy.failures[failures_before:]
             rows.append(
                 {
                     "attack": title,
                     "answer": answer,
-                    "healthy_failures": len(healthy.failures) - failures_before,
+                    "healthy_failures": len(failed),
+                    "healthy_failure_samples": sorted(set(failed))[:3],
                     "rss_growth_mb": round(peak_rss_mb() - rss_before, 1),
                     "seconds": round(time.monotonic() - started, 2),
                 }

@@ -607,7 +607,9 @@ class ModelManager:
         for name in self.configured_models():
             with self._lock:
                 model = self._models.get(name)
-                served = self._default(model) if model else None
+                # Ready only after a whole scan: labels are assigned once every version
+                # they want was tried, so `/labels/stable` answers from the start.
+                served = self._default(model) if model and model.scanned else None
                 if served is not None:
                     out[name] = {"ready": True, "version": served.version, "reason": ""}
                     continue
