@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import logging
 
+import grpc
 import pytest
 import requests
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from imgclf import registry
 from tests.faults import (
@@ -196,6 +198,21 @@ def test_a_broken_new_model_does_not_make_the_server_unready(trained, tmp_path, 
             broken = ready.json()["models"]["broken"]
             assert broken["ready"] is False and "every version was refused" in broken["reason"]
             assert ready.json()["models"]["shapes"] == {"ready": True, "version": 1, "reason": ""}
+            serving = health_pb2.HealthCheckResponse.SERVING
+            with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+                health = health_pb2_grpc.HealthStub(channel)
+
+                def status_of(service: str) -> int | None:
+                    request = health_pb2.HealthCheckRequest(service=service)
+                    try:
+                        return health.Check(request, timeout=5).status
+                    except grpc.RpcError:  # NOT_FOUND until the watcher first sets it
+                        return None
+
+                wait_until(lambda: status_of("model/broken") is not None, 10, "health reported")
+                assert status_of("model/broken") == health_pb2.HealthCheckResponse.NOT_SERVING
+                assert status_of("model/shapes") == serving
+                assert status_of("") == serving
         assert traffic.failures == []
     finally:
         server.stop()

@@ -34,9 +34,9 @@ class Client:
     """Predict, classify and retrain against an imgclf server.
 
     Give `rest_url` (http://host:8501) or `grpc_target` (host:8500); with both, gRPC
-    is used. Requests that get 503 / UNAVAILABLE (or no answer) are retried after the
-    server's Retry-After when it sends one, else with exponential backoff; 4xx answers
-    raise at once (see `imgclf.client` errors).
+    is used. Requests that get 503 / UNAVAILABLE (or no answer) are retried with
+    exponential backoff, never sooner than the server's Retry-After; 4xx answers raise
+    at once (see `imgclf.client` errors).
     """
 
     def __init__(
@@ -82,9 +82,9 @@ class Client:
             except (ServerUnavailable, TransportError) as exc:
                 if attempt == self.retries:
                     raise
-                # The server's Retry-After, when it sent one, else exponential backoff.
-                wait = getattr(exc, "retry_after", None)
-                time.sleep(self.backoff * 2**attempt if wait is None else wait)
+                # Exponential backoff, but never sooner than the server's Retry-After.
+                wait = getattr(exc, "retry_after", None) or 0.0
+                time.sleep(max(self.backoff * 2**attempt, wait))
         raise AssertionError("unreachable")
 
     def _model(self, model: str | None) -> str:
