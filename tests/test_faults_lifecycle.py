@@ -209,7 +209,11 @@ def test_a_broken_new_model_does_not_make_the_server_unready(trained, tmp_path, 
                     except grpc.RpcError:  # NOT_FOUND until the watcher first sets it
                         return None
 
-                wait_until(lambda: status_of("model/broken") is not None, 10, "health reported")
+                wait_until(
+                    lambda: status_of("model/broken") is not None and status_of("") == serving,
+                    10,
+                    "health reported",
+                )
                 assert status_of("model/broken") == health_pb2.HealthCheckResponse.NOT_SERVING
                 assert status_of("model/shapes") == serving
                 assert status_of("") == serving

@@ -81,22 +81,16 @@ class ImgclfServer:
         return self
 
     def _watch_health(self) -> None:
+        serving = health_pb2.HealthCheckResponse.SERVING
+        not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
         while not self._stop.wait(0.5):
-            status = (
-                health_pb2.HealthCheckResponse.SERVING
-                if self.manager.ready()
-                else health_pb2.HealthCheckResponse.NOT_SERVING
-            )
+            states = self.manager.readiness()  # one reading for the server and each model
+            status = serving if self.manager.ready(states) else not_serving
             for name in ("", *SERVICE_NAMES):
                 self._health.set(name, status)
             # Per model: service "model/<name>" is SERVING while the model answers.
-            for name, state in self.manager.readiness().items():
-                self._health.set(
-                    f"model/{name}",
-                    health_pb2.HealthCheckResponse.SERVING
-                    if state["ready"]
-                    else health_pb2.HealthCheckResponse.NOT_SERVING,
-                )
+            for name, state in states.items():
+                self._health.set(f"model/{name}", serving if state["ready"] else not_serving)
 
     def wait_ready(self, timeout: float = 120) -> bool:
         deadline = threading.Event()

@@ -634,7 +634,7 @@ class ModelManager:
             out[name] = {"ready": False, "version": None, "reason": reason, "blocking": blocking}
         return out
 
-    def ready(self) -> bool:
+    def ready(self, states: dict[str, dict] | None = None) -> bool:
         """Ready when no model blocks (see readiness) and there is at least one model."""
-        states = self.readiness()
+        states = self.readiness() if states is None else states
         return bool(states) and not any(s.get("blocking") for s in states.values())
