@@ -20,6 +20,7 @@ The gRPC code is kept as a name so this module imports nothing heavy.
     ├── Unavailable (503, UNAVAILABLE) a backend (broker, job store) cannot be reached
     │   ├── Overloaded (503, RESOURCE_EXHAUSTED) the batching queue is full
     │   └── NotReady                no version of the model is loaded yet
+    ├── UnsupportedMediaType (415, INVALID_ARGUMENT) tokenless state change without JSON
     ├── Unauthorized (401, UNAUTHENTICATED) missing or wrong bearer token
     └── Forbidden (403, PERMISSION_DENIED)  a valid token without the needed role
 """
@@ -119,6 +120,13 @@ class Overloaded(Unavailable):
 
 class NotReady(Unavailable):
     """No version of the model is loaded yet."""
+
+
+class UnsupportedMediaType(ImgclfError):
+    """A state-changing request without the content type a browser cannot forge cross-site."""
+
+    status = 415
+    grpc_code = "INVALID_ARGUMENT"
 
 
 class Unauthorized(ImgclfError):

@@ -43,10 +43,37 @@ def read(model_dir: str | Path, name: str) -> dict:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return {"labels": {}, "history": []}
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RepositoryError(f"{path} is not valid JSON: {exc}") from None
+    except OSError as exc:
+        raise RepositoryError(f"{path} cannot be read: {exc}") from None
+    return _checked(path, data)
+
+
+def _checked(path: Path, data: object) -> dict:
+    """The document's shape, checked: a hand edit must fail here, not deep in a server."""
+    if not isinstance(data, dict):
+        raise RepositoryError(f"{path} must hold a JSON object, not {json.dumps(data)[:40]}")
     data.setdefault("labels", {})
     data.setdefault("history", [])
+    if not isinstance(data["labels"], dict):
+        raise RepositoryError(f'{path}: "labels" must be an object of label -> version')
+    for label, version in data["labels"].items():
+        if not ALIAS_PATTERN.match(label):
+            raise RepositoryError(f"{path}: {label[:40]!r} is not a valid label name")
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise RepositoryError(
+                f"{path}: label {label!r} must name a version number (an integer >= 1), "
+                f"not {json.dumps(version)[:40]}"
+            )
+    if not isinstance(data["history"], list) or not all(
+        isinstance(e, dict)
+        and isinstance(e.get("label"), str)
+        and isinstance(e.get("version"), int)
+        and not isinstance(e.get("version"), bool)
+        for e in data["history"]
+    ):
+        raise RepositoryError(f'{path}: "history" must be a list of {{"label", "version"}} entries')
     return data
 
 
@@ -120,21 +147,26 @@ def rollback(model_dir: str | Path, name: str, alias: str = STABLE) -> int:
     Versions only grow, so repeated rollbacks walk further back (3 -> 2 -> 1).
     """
     with lock(model_dir, name):
-        data = read(model_dir, name)
-        current = data["labels"].get(alias)
-        if current is None:
-            raise RepositoryError(f"model {name!r} has no {alias!r} label to roll back")
-        existing = set(repository.list_versions(model_dir, name))
-        earlier = {
-            e["version"]
-            for e in data["history"]
-            if e["label"] == alias and e["version"] < current and e["version"] in existing
-        }
-        if not earlier:
-            raise RepositoryError(f"no earlier version of {name!r} to roll {alias!r} back to")
-        target = max(earlier)
+        target = rollback_target(model_dir, name, alias)
         set_alias(model_dir, name, alias, target, by="rollback", locked=True)
         return target
+
+
+def rollback_target(model_dir: str | Path, name: str, label: str = STABLE) -> int:
+    """The newest earlier version that held `label` and still exists (nothing changes)."""
+    data = read(model_dir, name)
+    current = data["labels"].get(label)
+    if current is None:
+        raise RepositoryError(f"model {name!r} has no {label!r} label to roll back")
+    existing = set(repository.list_versions(model_dir, name))
+    earlier = {
+        e["version"]
+        for e in data["history"]
+        if e["label"] == label and e["version"] < current and e["version"] in existing
+    }
+    if not earlier:
+        raise RepositoryError(f"no earlier version of {name!r} to roll {label!r} back to")
+    return max(earlier)
 
 
 def apply_retention(model_dir: str | Path, name: str, keep: int) -> list[int]:

@@ -26,6 +26,9 @@ from imgclf import contract
 from imgclf.errors import InvalidInput, RepositoryError
 
 MODEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+# ASCII digits only (str.isdigit() accepts full-width and other Unicode digits, which
+# int() reads), no leading zero, and within TF Serving's int64 version numbers.
+VERSION_PATTERN = re.compile(r"^[1-9][0-9]{0,17}\Z", re.ASCII)
 _STAGING_PREFIX = ".staging-"
 _LOCK_FILE = ".publish.lock"
 
@@ -51,7 +54,7 @@ def list_versions(model_dir: str | Path, name: str) -> list[int]:
         return []
     versions = []
     for entry in base.iterdir():
-        if entry.is_dir() and entry.name.isdigit() and not entry.name.startswith("0"):
+        if VERSION_PATTERN.match(entry.name) and entry.is_dir():
             versions.append(int(entry.name))
     return sorted(versions)
 

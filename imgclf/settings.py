@@ -92,11 +92,24 @@ class Settings(BaseSettings):
         description="Longest a batch waits for requests still decoding (it closes at once "
         "when none are).",
     )
-    max_queue: int = Field(64, ge=1, description="Queued requests per model before 503.")
+    max_queue: int = Field(
+        0,
+        ge=0,
+        description="Queued requests per model before 503 / RESOURCE_EXHAUSTED; 0 = "
+        "server_threads - max_batch_size - 1 (server_threads when that is under 1): the "
+        "queue fills before every thread is taken, so overload answers 503 instead of "
+        "waiting unseen in the listener.",
+    )
     max_request_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="Largest request body.")
     max_images_per_request: int = Field(64, ge=1, description="Images in one request.")
     max_image_pixels: int = Field(
         40_000_000, ge=1024, description="Largest decoded image (width x height, all frames)."
+    )
+    max_decode_bytes: int = Field(
+        512 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Memory that decoding one request's images may take (all frames, decoder "
+        "buffers and the float32 copy, estimated from headers before decoding).",
     )
     admin_tokens: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,
@@ -107,8 +120,22 @@ class Settings(BaseSettings):
         default_factory=list,
         description="If set, predictions need one of these tokens (or an admin token).",
     )
+    rest_connection_limit: int = Field(
+        1000,
+        ge=1,
+        description="Open REST connections at most (idle ones cost a socket, not a thread).",
+    )
+    rest_idle_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds a REST connection may stay idle or send a request slowly "
+        "before it is closed.",
+    )
     server_threads: int = Field(
-        32, ge=1, description="REST and gRPC worker threads each (>= max_batch_size to fill it)."
+        48,
+        ge=1,
+        description="REST and gRPC worker threads each (above max_batch_size, so a batch "
+        "fills and the queue can refuse before threads run out).",
     )
     bfloat16: bool = Field(
         False,
@@ -148,6 +175,14 @@ class Settings(BaseSettings):
             return not ipaddress.ip_address(self.host).is_loopback
         except ValueError:
             return True
+
+    def queue_bound(self) -> int:
+        """max_queue, or the default tied to the batch size and the thread count."""
+        if self.max_queue:
+            return self.max_queue
+        spare = self.server_threads - self.max_batch_size - 1
+        # With fewer threads than a batch and one, the threads themselves are the bound.
+        return spare if spare >= 1 else self.server_threads
 
     def runs_dir(self) -> Path:
         return self.work_dir if self.work_dir is not None else self.model_dir / ".runs"

@@ -97,3 +97,13 @@ def test_dockerfile_passes_hadolint():
     assert done.returncode == 0, done.stdout + done.stderr
     strict = subprocess.run([binary, str(ROOT / "Dockerfile")], capture_output=True, text=True)
     assert strict.returncode == 0, strict.stdout  # not even warnings today
+
+
+def test_compose_puts_nginx_in_front(compose):
+    proxy = compose["services"]["proxy"]
+    assert proxy["image"].startswith("nginx:")
+    assert "./deploy/nginx.conf:/etc/nginx/nginx.conf:ro" in proxy["volumes"]
+    conf = (ROOT / "deploy/nginx.conf").read_text()
+    assert "server server:8501;" in conf and "grpc_pass grpc://server:8500;" in conf
+    for directive in ("client_header_timeout", "keepalive_timeout", "limit_conn per_client"):
+        assert directive in conf

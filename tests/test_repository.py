@@ -99,3 +99,30 @@ def test_model_names_are_validated(bad):
 def test_good_model_names():
     for good in ["shapes", "cats-v2", "A_1"]:
         assert repository.validate_model_name(good) == good
+
+
+def test_only_ascii_digit_folders_are_versions(tmp_path):
+    from imgclf import repository
+
+    for folder in ("1", "12", "\uff19", "\u0669", "01", "1a", "9" * 19):
+        (tmp_path / "m" / folder).mkdir(parents=True)
+    assert repository.list_versions(tmp_path, "m") == [1, 12]
+
+
+def test_labels_json_with_wrong_types_is_a_repository_error(tmp_path):
+    import pytest
+
+    from imgclf import registry
+    from imgclf.errors import RepositoryError
+
+    (tmp_path / "m").mkdir()
+    for text in (
+        '{"labels": {"stable": "one"}}',
+        "[]",
+        "null",
+        '{"labels": []}',
+        '{"labels": {"stable": true}}',
+    ):
+        (tmp_path / "m" / "labels.json").write_text(text)
+        with pytest.raises(RepositoryError, match=r"labels\.json"):
+            registry.aliases(tmp_path, "m")

@@ -334,6 +334,7 @@ def test_metrics_and_readiness(srv):
     assert "imgclf_batch_size_bucket" in text
     assert "imgclf_model_load_seconds" in text
     assert "imgclf_prediction_confidence_bucket" in text
-    assert requests.get(f"{srv.base}/readyz", timeout=5).json() == {"ready": True}
+    ready = requests.get(f"{srv.base}/readyz", timeout=5).json()
+    assert ready["ready"] is True and ready["models"]["shapes"]["ready"] is True
     spec = requests.get(f"{srv.base}/openapi.json", timeout=5).json()
     assert spec["openapi"].startswith("3.") and "/v1/jobs" in spec["paths"]

@@ -35,7 +35,8 @@ class Client:
 
     Give `rest_url` (http://host:8501) or `grpc_target` (host:8500); with both, gRPC
     is used. Requests that get 503 / UNAVAILABLE (or no answer) are retried with
-    exponential backoff; 4xx answers raise at once (see `imgclf.client` errors).
+    exponential backoff, never sooner than the server's Retry-After; 4xx answers raise
+    at once (see `imgclf.client` errors).
     """
 
     def __init__(
@@ -78,10 +79,12 @@ class Client:
         for attempt in range(self.retries + 1):
             try:
                 return call()
-            except (ServerUnavailable, TransportError):
+            except (ServerUnavailable, TransportError) as exc:
                 if attempt == self.retries:
                     raise
-                time.sleep(self.backoff * 2**attempt)
+                # Exponential backoff, but never sooner than the server's Retry-After.
+                wait = getattr(exc, "retry_after", None) or 0.0
+                time.sleep(max(self.backoff * 2**attempt, wait))
         raise AssertionError("unreachable")
 
     def _model(self, model: str | None) -> str:

@@ -54,7 +54,11 @@ class PayloadTooLarge(RequestError):
 
 
 class ServerUnavailable(ImgclfClientError):
-    pass
+    """503 / UNAVAILABLE; `retry_after` is the server's Retry-After in seconds, if sent."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class TransportError(ImgclfClientError):
@@ -73,3 +77,12 @@ BY_STATUS: dict[int, type[RequestError]] = {
 
 def for_status(status: int, message: str) -> RequestError:
     return BY_STATUS.get(status, RequestError)(message, status)
+
+
+def retry_after(headers: object) -> float | None:
+    """Seconds from a Retry-After header or metadata value (delta-seconds form)."""
+    value = headers.get("Retry-After") if hasattr(headers, "get") else None
+    try:
+        return max(0.0, min(float(value), 60.0)) if value is not None else None
+    except ValueError:
+        return None

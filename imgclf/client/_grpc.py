@@ -8,7 +8,7 @@ from typing import Any
 
 import grpc
 
-from imgclf.client._errors import ServerUnavailable, TransportError, for_status
+from imgclf.client._errors import ServerUnavailable, TransportError, for_status, retry_after
 from imgclf.client._types import Job, LabelScore, Prediction, prediction_from_scores
 from imgclf.v1 import imgclf_pb2, imgclf_pb2_grpc
 
@@ -43,7 +43,10 @@ class GrpcTransport:
             if code == grpc.StatusCode.UNAVAILABLE or (
                 code == grpc.StatusCode.RESOURCE_EXHAUSTED and "overloaded" in details
             ):
-                raise ServerUnavailable(details) from None
+                trailing = dict(exc.trailing_metadata() or ())
+                raise ServerUnavailable(
+                    details, retry_after({"Retry-After": trailing.get("retry-after")})
+                ) from None
             if code == grpc.StatusCode.DEADLINE_EXCEEDED:
                 raise TransportError(f"no answer within {self.timeout}s") from None
             if code in _STATUS:

@@ -9,7 +9,7 @@ from typing import Any
 
 import requests
 
-from imgclf.client._errors import ServerUnavailable, TransportError, for_status
+from imgclf.client._errors import ServerUnavailable, TransportError, for_status, retry_after
 from imgclf.client._types import Job, LabelScore, Prediction, prediction_from_scores
 
 _ALL_CLASSES = 100_000  # top_k larger than any class count: the server returns them all
@@ -31,7 +31,7 @@ class RestTransport:
         except (requests.ConnectionError, requests.Timeout) as exc:
             raise TransportError(f"no answer from {self.base}: {exc}") from None
         if response.status_code == 503:
-            raise ServerUnavailable(_message(response))
+            raise ServerUnavailable(_message(response), retry_after(response.headers))
         if response.status_code >= 400:
             raise for_status(response.status_code, _message(response))
         return response.json()

@@ -71,6 +71,8 @@ class JobRecord(BaseModel):
     result: dict[str, Any] | None = None
     error: str | None = None
     cancel_requested: bool = False
+    # True once the broker refused the job's task: the same idempotency key may resubmit it.
+    unsent: bool = False
 
     def document(self) -> dict[str, Any]:
         """The JSON document the store writes (and --json / REST return)."""

@@ -48,19 +48,27 @@ def submit_job(
         created_at=now_iso(),
     ).document()
     record, created = store.create(record, spec.idempotency_key)
-    if created:
-        try:
-            send(job_id, spec.kind)
-        except Exception as exc:  # broker down: say so, and do not leave a phantom job
-            store.transition(
-                job_id,
-                ["queued"],
-                "failed",
-                finished_at=now_iso(),
-                error=f"could not queue the job: {exc}",
-            )
-            raise Unavailable(f"the job queue is unreachable ({exc}); try again") from None
+    if not created:
+        # The same key again. A job whose task never reached the broker is taken back
+        # and sent now; any other (or one a concurrent retry took first) is returned.
+        requeued = store.requeue_unsent(record["id"])
+        if requeued is None:
+            return store.get(record["id"])
+        record = requeued
+    _send(store, send, record)
     return record
+
+
+def _send(store: JobStore, send: Sender, record: dict[str, Any]) -> None:
+    """Queue the job's task; if the broker is down, mark it resubmittable and say so."""
+    try:
+        send(record["id"], record["kind"])
+    except Exception as exc:  # broker down: no phantom "queued" job, and the key stays usable
+        store.mark_unsent(record["id"], f"could not queue the job: {exc}")
+        raise Unavailable(
+            f"the job queue is unreachable ({exc}); try again (the same idempotency key "
+            "resubmits this job)"
+        ) from None
 
 
 def cancel_job(store: JobStore, job_id: str) -> dict[str, Any]:

@@ -341,6 +341,8 @@ def resolve_data_path(data: str, roots: list[Path]) -> Path:
     """
     if not roots:
         raise InvalidInput("no data roots are configured (IMGCLF_DATA_ROOTS)")
+    if "\0" in data:  # the OS refuses such a path with ValueError, not OSError
+        raise InvalidInput(f"data path {data[:64]!r} contains a NUL byte")
     candidate = Path(data).expanduser()
     resolved_roots = [Path(r).expanduser().resolve() for r in roots]
     attempts = [candidate] if candidate.is_absolute() else [r / candidate for r in resolved_roots]

@@ -102,8 +102,59 @@ class JobStore(ABC):
     @abstractmethod
     def lease_alive(self, job_id: str) -> bool: ...
 
+    @abstractmethod
+    def _apply(self, job_id: str, change) -> dict[str, Any] | None:
+        """Atomically replace the record with change(record), unless that returns None."""
+
+    def mark_unsent(self, job_id: str, error: str) -> dict[str, Any] | None:
+        """A queued job whose task never reached the broker: failed, but resubmittable."""
+
+        def change(record: dict[str, Any]) -> dict[str, Any] | None:
+            if record["status"] != "queued":
+                return None
+            return {
+                **record,
+                "status": "failed",
+                "unsent": True,
+                "error": error,
+                "finished_at": now_iso(),
+                "updated_at": now_iso(),
+            }
+
+        return self._apply(job_id, change)
+
+    def requeue_unsent(self, job_id: str) -> dict[str, Any] | None:
+        """Take back a job that never reached the broker (None if it is not one, or if a
+        concurrent resubmission took it first): only the winner sends it again."""
+
+        def change(record: dict[str, Any]) -> dict[str, Any] | None:
+            if record["status"] != "failed" or not record.get("unsent"):
+                return None
+            return {
+                **record,
+                "status": "queued",
+                "unsent": False,
+                "error": None,
+                "finished_at": None,
+                "updated_at": now_iso(),
+            }
+
+        return self._apply(job_id, change)
+
     def close(self) -> None:  # noqa: B027 - optional hook
         pass
+
+
+# Record and idempotency key in one step: a concurrent submit with the same key sees
+# either nothing or both, never a key whose record is not written yet.
+_CREATE_SCRIPT = """
+local existing = redis.call('GET', KEYS[1])
+if existing then return existing end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[2], ARGV[2])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
+return false
+"""
 
 
 class RedisJobStore(JobStore):
@@ -118,9 +169,17 @@ class RedisJobStore(JobStore):
 
     def create(self, record: dict[str, Any], idempotency_key: str | None) -> tuple[dict, bool]:
         if idempotency_key:
-            idem = f"{self.prefix}:idem:{idempotency_key}"
-            if not self.redis.set(idem, record["id"], nx=True):
-                return self.get(self.redis.get(idem)), False
+            keys = [
+                f"{self.prefix}:idem:{idempotency_key}",
+                self._key(record["id"]),
+                f"{self.prefix}:jobs",
+            ]
+            existing = self.redis.eval(
+                _CREATE_SCRIPT, 3, *keys, record["id"], json.dumps(record), time.time()
+            )
+            if existing:
+                return self.get(existing), False
+            return record, True
         pipe = self.redis.pipeline()
         pipe.set(self._key(record["id"]), json.dumps(record))
         pipe.zadd(f"{self.prefix}:jobs", {record["id"]: time.time()})
@@ -163,6 +222,8 @@ class RedisJobStore(JobStore):
                     return record
                 except redis.WatchError:
                     continue
+
+    _apply = _cas
 
     def update(self, job_id: str, **fields: Any) -> dict[str, Any]:
         return self._cas(job_id, lambda r: {**r, **fields, "updated_at": now_iso()})
@@ -261,6 +322,8 @@ class SqliteJobStore(JobStore):
             if record is not None:
                 db.execute("UPDATE jobs SET doc = ? WHERE id = ?", (json.dumps(record), job_id))
             return record
+
+    _apply = _change
 
     def update(self, job_id: str, **fields: Any) -> dict[str, Any]:
         return self._change(job_id, lambda r: {**r, **fields, "updated_at": now_iso()})

@@ -12,9 +12,10 @@ import signal
 import threading
 
 from grpc_health.v1 import health_pb2
-from waitress.server import create_server
 
+from imgclf.server import crosssite
 from imgclf.server.auth import Auth, check_startup
+from imgclf.server.connections import build_rest_server, grpc_address
 from imgclf.server.control import ControlPlane
 from imgclf.server.core import DataPlane
 from imgclf.server.grpc_service import SERVICE_NAMES, build_grpc_server
@@ -26,6 +27,16 @@ from imgclf.settings import Settings
 log = logging.getLogger(__name__)
 
 
+RETRY_AFTER_S = 1  # what a 503 (overloaded, not ready yet) tells a client to wait
+
+
+def _retry_after(response):
+    """Every 503 says when to come back (REST header; gRPC sends trailing metadata)."""
+    if response.status_code == 503:
+        response.headers.setdefault("Retry-After", str(RETRY_AFTER_S))
+    return response
+
+
 class ImgclfServer:
     def __init__(self, settings: Settings) -> None:
         check_startup(settings)
@@ -34,25 +45,21 @@ class ImgclfServer:
         self.manager = ModelManager(
             settings, on_batch=self.metrics.on_batch, on_load=self.metrics.on_load
         )
+        self.metrics.known = self.manager.is_known
         self.data = DataPlane(self.manager, settings, self.metrics)
         self.control = ControlPlane(settings, self.manager)
         self.auth = Auth(settings)
         self.app = create_app(self.data, self.control, self.auth)
+        crosssite.install(self.app, settings)
+        self.app.after_request(_retry_after)
         self.grpc, self.grpc_port, self._health = build_grpc_server(
             self.data,
             self.control,
             self.auth,
-            f"{settings.host}:{settings.grpc_port}",
+            grpc_address(settings.host, settings.grpc_port),
             settings.server_threads,
         )
-        self.rest = create_server(
-            self.app,
-            host=settings.host,
-            port=settings.rest_port,
-            threads=settings.server_threads,
-            max_request_body_size=settings.max_request_bytes,
-            ident="imgclf",
-        )
+        self.rest = build_rest_server(self.app, settings)
         self.rest_port = self.rest.effective_port
         self._rest_thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -74,14 +81,16 @@ class ImgclfServer:
         return self
 
     def _watch_health(self) -> None:
+        serving = health_pb2.HealthCheckResponse.SERVING
+        not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
         while not self._stop.wait(0.5):
-            status = (
-                health_pb2.HealthCheckResponse.SERVING
-                if self.manager.ready()
-                else health_pb2.HealthCheckResponse.NOT_SERVING
-            )
+            states = self.manager.readiness()  # one reading for the server and each model
+            status = serving if self.manager.ready(states) else not_serving
             for name in ("", *SERVICE_NAMES):
                 self._health.set(name, status)
+            # Per model: service "model/<name>" is SERVING while the model answers.
+            for name, state in states.items():
+                self._health.set(f"model/{name}", serving if state["ready"] else not_serving)
 
     def wait_ready(self, timeout: float = 120) -> bool:
         deadline = threading.Event()
@@ -109,8 +118,9 @@ def serve(settings: Settings) -> None:
     signal.signal(signal.SIGTERM, shutdown)
     signal.signal(signal.SIGINT, shutdown)
     print(
-        f"imgclf serving {settings.model_dir}: REST http://{settings.host}:{server.rest_port}"
-        f"  gRPC {settings.host}:{server.grpc_port}",
+        f"imgclf serving {settings.model_dir}: REST "
+        f"http://{grpc_address(settings.host, server.rest_port)}"
+        f"  gRPC {grpc_address(settings.host, server.grpc_port)}",
         flush=True,
     )
     done.wait()

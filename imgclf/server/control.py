@@ -9,9 +9,11 @@ import threading
 from typing import Any
 
 from imgclf import registry
-from imgclf.errors import InvalidInput, Unavailable
+from imgclf.errors import InvalidInput, NotFound, RepositoryError, Unavailable
 from imgclf.server.manager import ModelManager
 from imgclf.settings import Settings
+
+MAX_VERSION = 2**63 - 1  # TF Serving's int64 version numbers
 
 
 class ControlPlane:
@@ -76,25 +78,33 @@ class ControlPlane:
     def models(self) -> list[dict]:
         out = []
         for name in self.manager.models():
-            versions = self.manager.statuses(name)
+            try:
+                labels = registry.aliases(self.settings.model_dir, name)
+            except RepositoryError:  # unreadable labels.json: the reason is in "problems"
+                labels = self.manager.labels(name)
+            try:
+                versions = self.manager.statuses(name)
+            except NotFound:
+                versions = []
             out.append(
                 {
                     "name": name,
-                    "labels": registry.aliases(self.settings.model_dir, name),
+                    "labels": labels,
                     "serving_labels": self.manager.labels(name),
                     "versions": [
                         {"version": s.version, "state": s.state.name, "error": s.error}
                         for s in versions
                     ],
+                    "problems": self.manager.problems(name),
                 }
             )
         return out
 
-    def promote(self, name: str, alias: str, version: Any) -> dict:
-        """Point a version alias (stable, canary) at `version`; the JSON key stays "labels"."""
+    def promote(self, name: str, label: str, version: Any) -> dict:
+        """Move a label; the version is loaded and verified first, else 409, nothing changes."""
         if isinstance(version, bool) or not isinstance(version, int):
             raise InvalidInput("'version' must be an integer")
-        aliases = registry.set_alias(
-            self.settings.model_dir, name, alias, version, by="REST/gRPC promote"
-        )
+        if not 1 <= version <= MAX_VERSION:
+            raise InvalidInput(f"'version' must be between 1 and {MAX_VERSION}")
+        aliases = self.manager.set_label(name, label, version, by="REST/gRPC promote")
         return {"name": name, "labels": aliases}

@@ -27,7 +27,7 @@ from imgclf.errors import (
     quote,
 )
 from imgclf.prediction import Prediction
-from imgclf.server.imageinfo import sniff
+from imgclf.server.imageinfo import DecodeBudget, sniff
 from imgclf.server.manager import ModelManager, ServedVersion, State
 from imgclf.server.metrics import Metrics
 from imgclf.server.savedmodel import LoadedVersion
@@ -53,11 +53,15 @@ class Limits:
     max_images: int
     max_pixels: int
     max_request_bytes: int
+    max_decode_bytes: int
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Limits:
         return cls(
-            settings.max_images_per_request, settings.max_image_pixels, settings.max_request_bytes
+            settings.max_images_per_request,
+            settings.max_image_pixels,
+            settings.max_request_bytes,
+            settings.max_decode_bytes,
         )
 
 
@@ -137,9 +141,11 @@ class DataPlane:
             self._known(target.name)
             return self.manager.statuses(target.name, target.version, target.alias)
 
-    def ready(self) -> bool:
-        """True when every configured model has a version that serves."""
-        return self.manager.ready()
+    def ready(self) -> tuple[bool, dict[str, dict]]:
+        """(ready, per model {ready, version, reason, ...}): ready when no model that has a
+        loadable version is without one that serves (see ModelManager.readiness)."""
+        states = self.manager.readiness()
+        return self.manager.ready(states), states
 
     # ---- resolution and limits ---------------------------------------------------------
     def _known(self, name: str) -> None:
@@ -181,17 +187,14 @@ class DataPlane:
     def check_images(self, images: Sequence[bytes]) -> None:
         """Limits first, before any decoding: count, and pixel count from the header."""
         self._check_count(len(images))
+        budget = DecodeBudget(self.limits.max_pixels, self.limits.max_decode_bytes)
         for i, image in enumerate(images):
             if not isinstance(image, bytes | bytearray) or not image:
                 raise BadImageError(f"image {i}: empty or not bytes")
             info = sniff(bytes(image))
             if info is None:
                 raise BadImageError(f"image {i}: not a JPEG, PNG, GIF, BMP or WebP image")
-            if info.pixels > self.limits.max_pixels:
-                raise PayloadTooLarge(
-                    f"image {i}: {info.width}x{info.height} pixels is over the limit of "
-                    f"{self.limits.max_pixels} pixels"
-                )
+            budget.add(i, info)
 
     def _check_count(self, count: int) -> None:
         if count == 0:
@@ -259,8 +262,7 @@ class DataPlane:
             code = 500
             raise
         finally:
-            if target.name in self.manager.models():
-                version = str(call.version or "")
-                self.metrics.requests.labels(target.name, version, protocol, str(code)).inc()
-                elapsed = time.monotonic() - started
-                self.metrics.latency.labels(target.name, protocol).observe(elapsed)
+            # Metrics bounds the label values itself: unknown models/versions -> "_unknown".
+            self.metrics.request(
+                target.name, call.version, protocol, code, time.monotonic() - started
+            )

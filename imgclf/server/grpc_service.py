@@ -94,6 +94,8 @@ def _rpc(method: str, behaviour: Callable) -> Callable:
             return behaviour(request, context)
         except ImgclfError as exc:
             code, message = grpc_status(exc), str(exc)
+            if exc.status == 503:  # overloaded or not ready: when to try again (REST: header)
+                context.set_trailing_metadata((("retry-after", "1"),))
         except Exception:
             log.exception("unhandled error in %s (request %s)", method, rid)
             code, message = grpc.StatusCode.INTERNAL, f"internal error (request {rid})"

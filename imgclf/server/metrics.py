@@ -1,16 +1,36 @@
-"""Prometheus metrics, in a registry per server so tests can run several side by side."""
+"""Prometheus metrics, in a registry per server so tests can run several side by side.
+
+Label values come only from a bounded set: a model (and version) label is a name the
+model manager knows, anything else is UNKNOWN. Each new label value is a series held
+forever, so a client must never be able to choose one. Requests refused for a missing
+or bad token are counted without any model label at all.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
+UNKNOWN = "_unknown"
+_UNAUTHENTICATED = (401, 403)
+
+
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, known: Callable[[str, int | None], bool] | None = None) -> None:
+        # known(model, version): whether it exists; set by the server once the manager is up.
+        self.known = known or (lambda _model, _version=None: False)
         self.registry = CollectorRegistry()
         r = self.registry
+        self.unauthenticated = Counter(
+            "imgclf_unauthenticated_total",
+            "Requests refused for a missing, invalid or insufficient token",
+            ["protocol"],
+            registry=r,
+        )
         self.requests = Counter(
             "imgclf_requests_total",
             "Requests by model, version, protocol and status code",
@@ -56,6 +76,25 @@ class Metrics:
             buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0),
             registry=r,
         )
+
+    def model_label(self, model: str) -> str:
+        return model if self.known(model, None) else UNKNOWN
+
+    def version_label(self, model: str, version: int | None) -> str:
+        if version is None:
+            return ""
+        return str(version) if self.known(model, version) else UNKNOWN
+
+    def request(
+        self, model: str, version: int | None, protocol: str, code: int, seconds: float
+    ) -> None:
+        """One finished model request, with bounded label values."""
+        if code in _UNAUTHENTICATED:
+            self.unauthenticated.labels(protocol).inc()
+            return
+        name = self.model_label(model)
+        self.requests.labels(name, self.version_label(model, version), protocol, str(code)).inc()
+        self.latency.labels(name, protocol).observe(seconds)
 
     def on_batch(self, model: str, size: int) -> None:
         self.batch_size.labels(model).observe(size)

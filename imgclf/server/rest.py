@@ -223,8 +223,8 @@ def ops_routes(data: DataPlane) -> Blueprint:
 
     @bp.get("/readyz")
     def readyz():
-        ready = data.ready()
-        return jsonify(ready=ready), 200 if ready else 503
+        ready, models = data.ready()
+        return jsonify(ready=ready, models=models), 200 if ready else 503
 
     @bp.get("/metrics")
     def metrics():
