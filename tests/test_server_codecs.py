@@ -18,7 +18,9 @@ from imgclf.prediction import Prediction
 from imgclf.server import grpc_codec, rest_codec
 from imgclf.server.core import Limits, Target
 
-LIMITS = Limits(max_images=4, max_pixels=100 * 100, max_request_bytes=1 << 20)
+LIMITS = Limits(
+    max_images=4, max_pixels=100 * 100, max_request_bytes=1 << 20, max_decode_bytes=1 << 26
+)
 
 
 def prediction(probabilities) -> Prediction:
