@@ -88,7 +88,7 @@ def cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
     model_dir = Path(args.model_dir) if args.model_dir else settings.model_dir
     version = args.version or repository.latest_version(model_dir, args.name)
     _quiet_tensorflow()
-    from imgclf.server.savedmodel import BadImageError, LoadedVersion
+    from imgclf.artifact import BadImageError, LoadedVersion
 
     loaded = LoadedVersion(repository.version_path(model_dir, args.name, version))
     failures = 0

@@ -104,7 +104,7 @@ def test_user_errors_exit_2_without_traceback(tmp_path, capsys):
 
 def test_serving_side_never_imports_the_trainer():
     code = (
-        "import sys, imgclf.cli, imgclf.server.savedmodel, imgclf.repository\n"
+        "import sys, imgclf.cli, imgclf.artifact, imgclf.server.manager, imgclf.repository\n"
         "bad = [m for m in sys.modules if m.startswith('imgclf.trainer')]\n"
         "assert not bad, bad\n"
     )

@@ -10,11 +10,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from imgclf.artifact import LoadedVersion
 from imgclf.errors import BadImageError, InvalidInput, PayloadTooLarge
 from imgclf.server.imageinfo import sniff
 from imgclf.server.manager import ModelManager, ServedVersion
 from imgclf.server.metrics import Metrics
-from imgclf.server.savedmodel import LoadedVersion
 from imgclf.settings import Settings
 
 _RESULT_TIMEOUT_S = 60.0

@@ -68,6 +68,17 @@ def _pct(value: float) -> str:
     return f"{value:.1%}"
 
 
+def _recipe(card: dict) -> str:
+    recipe = card.get("recipe")
+    if not recipe:
+        return ""
+    return (
+        f"<p>Recipe <b>{html.escape(recipe['name'])}</b>: {html.escape(recipe['description'])}. "
+        f"Precision {html.escape(recipe['precision'])}, XLA {'on' if recipe['jit_compile'] else 'off'}, "
+        f"{recipe['replicas']} {html.escape(recipe['device'])} device(s).</p>"
+    )
+
+
 def write_report(report_dir: Path, card: dict) -> Path:
     """Write the PNGs and report.html from a model card; returns the HTML path."""
     report_dir.mkdir(parents=True, exist_ok=True)
@@ -101,6 +112,7 @@ def write_report(report_dir: Path, card: dict) -> Path:
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}img{{max-width:100%}}</style></head><body>
 <h1>{html.escape(card["name"])} version {card["version"]}</h1>
 <p>{html.escape(diagnosis["summary"])}</p>
+{_recipe(card)}
 <h2>Diagnosis</h2><ul>{findings or "<li>No problems found.</li>"}</ul>
 <h2>Metrics</h2>{_table(split_rows, ["split", "accuracy", "loss", "macro F1", "images"])}
 <p>Generalisation gap (train - validation accuracy): {_pct(diagnosis["gap"])}.
