@@ -534,8 +534,6 @@ def _train_from_scratch(
             )
         if checkpoints.best.is_file():
             checkpoints.load_weights(model, checkpoints.best)
-        if hooks.on_progress:
-            hooks.on_progress({"stage": "batchnorm_statistics"})
         # The moving averages trail the weights; the final weights get their own statistics.
         estimate_bn_statistics(classifier, eval_train_ds)
         checkpoints.save_weights(model, checkpoints.last)
