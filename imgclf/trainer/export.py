@@ -138,7 +138,7 @@ def write_golden(
 
 
 def parity_check(
-    export_dir: Path,
+    export: Path | LoadedVersion,
     images: Sequence[bytes],
     training_path_probabilities: np.ndarray,
     training_path_images: np.ndarray,
@@ -150,7 +150,7 @@ def parity_check(
     the tf.data evaluation pipeline followed by the Keras model.
     """
     try:
-        loaded = LoadedVersion(export_dir)
+        loaded = export if isinstance(export, LoadedVersion) else LoadedVersion(export)
     except repository.RepositoryError as exc:
         return {
             "passed": False,

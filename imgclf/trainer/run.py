@@ -196,16 +196,22 @@ def export_and_verify(
     golden_images = np.concatenate([x.numpy() for x, _ in batches])
     # The training path is what evaluation ran: Keras' compiled predict on pipeline images.
     golden_probs = model.predict(golden_images, batch_size=len(golden), verbose=0)
-    parity = export.parity_check(staging, golden_bytes, golden_probs, golden_images)
+    export.write_golden(staging, golden_bytes, [dataset.relative(s) for s in golden], golden_probs)
+    try:
+        served = LoadedVersion(staging)  # loaded once, as a server will load it
+    except repository.RepositoryError as exc:
+        raise ParityError(
+            f"the export cannot be loaded back: {exc}; nothing was published"
+        ) from None
+    parity = export.parity_check(served, golden_bytes, golden_probs, golden_images)
     if not parity["passed"]:
         raise ParityError(
             f"parity check failed: served outputs differ from training by "
             f"{parity['max_abs_diff']:.2e} (tolerance {parity['tolerance']:.0e}); "
             "nothing was published"
         )
-    export.write_golden(staging, golden_bytes, [dataset.relative(s) for s in golden], golden_probs)
     try:
-        replay_golden(LoadedVersion(staging))
+        replay_golden(served)
     except RuntimeError as exc:
         raise ParityError(f"{exc}; nothing was published") from None
     export.write_warmup(staging, name, golden_bytes)
