@@ -36,6 +36,8 @@ def test_train_then_predict(tmp_path, shapes_dir):
         "--set",
         "weights=none",
         "--set",
+        "recipe=fine_tune",  # the cheap recipe: this tests the CLI, not the recipe
+        "--set",
         "head_epochs=5",
         "--set",
         "fine_tune_epochs=1",
