@@ -62,7 +62,7 @@ def child(args: argparse.Namespace) -> None:
     import numpy as np
     import tensorflow as tf
 
-    from imgclf.server.savedmodel import LoadedVersion
+    from imgclf.artifact import LoadedVersion
 
     if args.child in ("bf16", "isa"):
         tf.config.optimizer.set_experimental_options({BF16_OPTION: True})

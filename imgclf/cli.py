@@ -118,7 +118,7 @@ def cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
         alias=args.label,
     )
     _quiet_tensorflow()
-    from imgclf.server.savedmodel import BadImageError, LoadedVersion
+    from imgclf.artifact import BadImageError, LoadedVersion
 
     loaded = LoadedVersion(repository.version_path(model_dir, args.name, version))
     failures = 0

@@ -21,6 +21,9 @@ ClassWeightMode = Literal["auto", "balanced", "none"]
 LeakageMode = Literal["warn", "drop"]
 OptimizerName = Literal["adam", "sgd"]
 Stage = Literal["conv2", "conv3", "conv4", "conv5"]
+RecipeName = Literal["auto", "fine_tune", "from_scratch"]
+PrecisionName = Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"]
+Switch = Literal["auto", "on", "off"]
 
 # "auto" class weights switch on above this largest/smallest class ratio.
 IMBALANCE_RATIO = 1.5
@@ -37,7 +40,27 @@ class TrainConfig(BaseModel):
         min_length=1,
         description="'imagenet', 'none' (random init) or a path to a ResNet-50 no-top .h5 file.",
     )
-    batch_size: int = Field(32, ge=1, le=1024, description="Images per training step.")
+    recipe: RecipeName = Field(
+        "auto",
+        description="'auto' = fine_tune with pretrained weights, from_scratch with weights=none. "
+        "fine_tune: two phases, BatchNorm frozen. from_scratch: BatchNorm statistics estimated "
+        "from the data, then the whole network trains head_epochs + fine_tune_epochs epochs "
+        "(BatchNorm in training mode, warmup + cosine from learning_rate), statistics estimated "
+        "again at the end.",
+    )
+    warmup_epochs: int = Field(
+        1, ge=0, le=100, description="from_scratch: epochs of linear learning-rate warmup."
+    )
+    bn_statistics_images: int = Field(
+        512,
+        ge=16,
+        le=1_000_000,
+        description="from_scratch: training images (unaugmented) that set BatchNorm's "
+        "statistics before each validation pass; the first and the final estimate use all.",
+    )
+    batch_size: int = Field(
+        32, ge=1, le=1024, description="Images per training step (per device when distributed)."
+    )
     head_epochs: int = Field(10, ge=0, le=1000, description="Phase 1: base frozen.")
     fine_tune_epochs: int = Field(10, ge=0, le=1000, description="Phase 2: top stages unfrozen.")
     fine_tune_from: Stage = Field(
@@ -84,6 +107,21 @@ class TrainConfig(BaseModel):
     )
     cache_images_mb: int = Field(
         1024, ge=0, le=262144, description="Keep preprocessed images in memory up to this size."
+    )
+    precision: PrecisionName = Field(
+        "auto",
+        description="Training arithmetic. 'auto' = mixed_float16 on a GPU, mixed_bfloat16 on a "
+        "CPU with AMX or AVX512-BF16, else float32.",
+    )
+    jit_compile: Switch = Field(
+        "auto", description="XLA-compile the train step. 'auto' = on with a GPU, off on CPUs."
+    )
+    devices: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="GPUs one job trains on (MirroredStrategy); 0 = every visible GPU. "
+        "Batch size and learning rate scale with the device count.",
     )
     parity_samples: int = Field(8, ge=1, le=256, description="Held-out images for parity.")
     leakage: LeakageMode = Field(

@@ -20,6 +20,9 @@ from imgclf.demo_data import make_shapes_dataset
 FAST = {
     "image_size": 32,
     "weights": "none",
+    # The cheapest recipe: this fixture tests the plumbing (train -> export -> serve);
+    # tests/test_recipe.py and tests/test_quality.py test from_scratch, weights=none's default.
+    "recipe": "fine_tune",
     "batch_size": 16,
     "head_epochs": 4,
     "fine_tune_epochs": 2,

@@ -23,6 +23,7 @@ from tests.workers import WorkerProcess, isolated_queue, wait_final, wait_for
 JOB = {
     "image_size": 32,
     "weights": "none",
+    "recipe": "fine_tune",  # the cheap recipe: these test the queue, not the recipe
     "batch_size": 16,
     "head_epochs": 2,
     "fine_tune_epochs": 1,

@@ -38,6 +38,8 @@ from tests.workers import WorkerProcess, isolated_queue
 TINY = {
     "image_size": 32,
     "weights": "none",
+    # head-only on cached features keeps trials cheap; from_scratch is tested in test_recipe.py
+    "recipe": "fine_tune",
     "batch_size": 16,
     "head_epochs": 2,
     "fine_tune_epochs": 0,

@@ -22,7 +22,8 @@ import requests
 import tensorflow as tf
 
 from imgclf import contract
-from imgclf.server.manager import BF16_MARGIN, BF16_TOLERANCE, cpu_has_bf16, replay_golden
+from imgclf.artifact import BF16_MARGIN, BF16_TOLERANCE, replay_golden
+from imgclf.cpu import cpu_has_bf16
 from tests.servers import copy_version
 
 

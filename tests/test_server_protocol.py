@@ -24,11 +24,11 @@ from tensorflow_serving.apis import (
 )
 
 from imgclf import registry
+from imgclf.artifact import LoadedVersion
 from imgclf.cli import main
 from imgclf.errors import BadImageError
 from imgclf.server.batching import Batcher
 from imgclf.server.core import decode_and_predict
-from imgclf.server.savedmodel import LoadedVersion
 from tests.servers import copy_version, start_server
 
 CORRUPT = b"\x89PNG\r\n\x1a\n" + b"\x00" * 40  # a PNG signature, then nothing decodable

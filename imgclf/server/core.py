@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from imgclf import registry
+from imgclf.artifact import LoadedVersion
 from imgclf.errors import (
     BadImageError,
     ImgclfError,
@@ -30,7 +31,6 @@ from imgclf.prediction import Prediction
 from imgclf.server.imageinfo import DecodeBudget, sniff
 from imgclf.server.manager import ModelManager, ServedVersion, State
 from imgclf.server.metrics import Metrics
-from imgclf.server.savedmodel import LoadedVersion
 from imgclf.settings import Settings
 
 _RESULT_TIMEOUT_S = 60.0

@@ -24,19 +24,18 @@ reference to the version they started on; it is released when they finish.
 from __future__ import annotations
 
 import enum
-import json
 import logging
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from imgclf import contract, registry, repository
+from imgclf.artifact import BF16_TOLERANCE, LoadedVersion, replay_golden
+from imgclf.cpu import BF16_FLAGS as _BF16_CPU_FLAGS
+from imgclf.cpu import cpu_has_bf16
 from imgclf.errors import Conflict, NotFound, NotReady, RepositoryError
 from imgclf.server.batching import Batcher
-from imgclf.server.savedmodel import LoadedVersion
 from imgclf.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -80,28 +79,7 @@ class ServedVersion:
         return self.loaded.labels
 
 
-# bfloat16 keeps 8 significant bits, so a ResNet-50 run in it moves probabilities by about
-# 1e-2 (0.008-0.017 measured, bench/bf16.py and docs/BENCHMARKS.md). Under IMGCLF_BFLOAT16 the
-# golden replay allows this much, and the top-1 class must stay the same on every golden
-# input whose stored top-1 leads the runner-up by at least BF16_MARGIN (closer calls are
-# ties that any rounding may flip).
-BF16_TOLERANCE = 0.05
-BF16_MARGIN = 0.02
 _BF16_OPTION = "auto_mixed_precision_onednn_bfloat16"
-_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
-
-
-def cpu_has_bf16() -> bool:
-    """True when /proc/cpuinfo lists AVX512-BF16 or AMX-BF16 (native bfloat16 units)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return False
-    flags = next(
-        (line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")),
-        [],
-    )
-    return any(flag in flags for flag in _BF16_CPU_FLAGS)
 
 
 def enable_bfloat16() -> None:
@@ -120,43 +98,6 @@ def enable_bfloat16() -> None:
         )
     tf.config.optimizer.set_experimental_options({_BF16_OPTION: True})
     log.info("bfloat16 auto mixed precision on (oneDNN); golden tolerance %s", BF16_TOLERANCE)
-
-
-def replay_golden(loaded: LoadedVersion, bfloat16: bool = False) -> float:
-    """Max |difference| between stored golden outputs and this server's predict path.
-
-    In fp32 the difference must stay within the manifest's tolerance (1e-5). Under
-    bfloat16 it may reach BF16_TOLERANCE, and top-1 must not change where the stored
-    answer was not a near tie (see BF16_MARGIN).
-    """
-    manifest_path = loaded.path / contract.GOLDEN_MANIFEST
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    images = [(loaded.path / entry["file"]).read_bytes() for entry in manifest["inputs"]]
-    expected = np.array([entry["probabilities"] for entry in manifest["inputs"]], np.float32)
-    batch = np.stack([loaded.preprocess(image) for image in images])
-    got = loaded.predict_images(batch)
-    tolerance = float(manifest.get("tolerance", contract.PARITY_TOLERANCE))
-    if got.shape != expected.shape:
-        raise RuntimeError(
-            f"golden replay mismatch: outputs shaped {got.shape}, stored {expected.shape}"
-        )
-    diff = float(np.max(np.abs(got - expected))) if len(expected) else 0.0
-    if bfloat16:
-        tolerance = max(tolerance, BF16_TOLERANCE)
-        ranked = np.sort(expected, axis=1)
-        clear = ranked[:, -1] - ranked[:, -2] >= BF16_MARGIN
-        flipped = np.flatnonzero(clear & (got.argmax(axis=1) != expected.argmax(axis=1)))
-        if len(flipped):
-            raise RuntimeError(
-                f"golden replay under bfloat16: top-1 class changed on golden inputs "
-                f"{flipped.tolist()}"
-            )
-    if diff > tolerance:
-        raise RuntimeError(
-            f"golden replay mismatch: max difference {diff:.2e} > tolerance {tolerance:.0e}"
-            + (" (bfloat16)" if bfloat16 else "")
-        )
-    return diff
 
 
 def run_warmup(loaded: LoadedVersion) -> int:

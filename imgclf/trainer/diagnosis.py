@@ -148,3 +148,63 @@ def diagnose(
         "chance_accuracy": round(chance, 6),
         "findings": [asdict(f) for f in findings],
     }
+
+
+UNSTABLE_SWING = 0.3  # validation accuracy range over the last epochs
+_SWING_EPOCHS = 5
+
+
+def explain_refusal(comparison: dict, history: list[dict], data: dict) -> dict:
+    """A finding that says why the promotion gate refused this model and what to change.
+
+    Looks at the usual causes in turn: imbalanced training classes, validation
+    accuracy swinging from epoch to epoch (unstable training), and a loss that rose
+    or went nowhere (learning rate). The gate's own reasons lead the detail.
+    """
+    causes: list[str] = []
+    remedies: list[str] = []
+    counts = data.get("counts", {}).get("train", {})
+    if counts:
+        largest, smallest = max(counts.values()), max(1, min(counts.values()))
+        if largest / smallest > 1.5:
+            rare = min(counts, key=counts.get)
+            causes.append(
+                f"the training classes are imbalanced ({largest} vs {counts[rare]} images, "
+                f"fewest in {rare!r})"
+            )
+            remedies += [
+                f"Add images of {rare!r} (and the other small classes) to narrow the gap.",
+                "Keep class_weight on ('auto' or 'balanced'); with very few images of a class, "
+                "merge or drop it until there are more.",
+            ]
+    val_acc = [h["val_accuracy"] for h in history[-_SWING_EPOCHS:] if "val_accuracy" in h]
+    if len(val_acc) >= 3 and max(val_acc) - min(val_acc) > UNSTABLE_SWING:
+        causes.append(
+            f"validation accuracy swung between {min(val_acc):.0%} and {max(val_acc):.0%} over "
+            f"the last {len(val_acc)} epochs (unstable training)"
+        )
+        remedies += [
+            "Lower learning_rate (e.g. by 3-10x) or raise batch_size so steps are less noisy.",
+            "Use more validation images (val_fraction) so the measurement itself is steadier.",
+        ]
+    losses = [h["loss"] for h in history if "loss" in h]
+    if len(losses) >= 2 and losses[-1] >= losses[0] * 0.95:
+        causes.append(
+            f"the training loss did not fall ({losses[0]:.3f} -> {losses[-1]:.3f}): the learning "
+            "rate is likely too high (loss jumps) or too low (loss barely moves)"
+        )
+        remedies.append(
+            "Try learning_rate 1e-3 with Adam, and more epochs (head_epochs, fine_tune_epochs)."
+        )
+    if not causes:
+        causes.append("no single cause stands out in the curves or the class counts")
+        remedies.append("Add images, train longer, or check the labels of the weakest classes.")
+    reasons = "; ".join(comparison.get("reasons", [])) or "refused"
+    return asdict(
+        Finding(
+            "refused",
+            "The promotion gate refused this model",
+            f"{reasons}. Likely causes: " + "; ".join(causes) + ".",
+            remedies,
+        )
+    )

@@ -1,9 +1,10 @@
-"""What search trials and cross-validation folds share: one config trained on given
-train/validation samples through the normal input pipeline and two-phase loop, then
-scored on samples it did not train on.
+"""What a run, search trials and cross-validation folds share: one config trained on
+given train/validation samples through the normal input pipeline and the recipe's loop,
+then scored on samples it did not train on.
 
-The training itself is `train_phases`, the same loop `train_and_export` runs, fed by
-`make_dataset` with the one preprocess function; only which samples go where differs.
+`fit` is the one build-and-train step (`train_and_export`'s fit stage calls it too),
+fed by `make_dataset` with the one preprocess function; only which samples go where
+differs.
 """
 
 from __future__ import annotations
@@ -18,20 +19,40 @@ from typing import Any
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from imgclf.config import TrainConfig
+from imgclf.trainer import hardware
 from imgclf.trainer.data import Dataset, Sample, class_weights
 from imgclf.trainer.metrics import classification_metrics
-from imgclf.trainer.model import Classifier, build_classifier
+from imgclf.trainer.model import Classifier, build_classifier, recipe_for
 from imgclf.trainer.pipeline import evaluation_dataset, label_indices, training_dataset
-from imgclf.trainer.preprocessing import (
-    PreprocessFn,
-)
+from imgclf.trainer.preprocessing import PreprocessFn
 from imgclf.trainer.training import Hooks, RunState, train_phases
 
 log = logging.getLogger(__name__)
 
 IDENTITY_FILE = "identity.json"
+
+
+def build(
+    config: TrainConfig,
+    num_classes: int,
+    run_plan: hardware.Plan,
+    keras_home: str | Path | None = None,
+) -> Classifier:
+    """The classifier of `config`'s recipe, built under the plan's precision policy."""
+    with hardware.dtype_policy(run_plan.precision):
+        return build_classifier(
+            num_classes,
+            image_size=config.image_size,
+            weights=config.weights,
+            dropout=config.dropout,
+            l2=config.l2,
+            hidden_units=config.hidden_units,
+            keras_home=keras_home,
+            recipe=recipe_for(config),
+        )
 
 
 def fit(
@@ -45,37 +66,40 @@ def fit(
     hooks: Hooks | None = None,
     keras_home: str | Path | None = None,
     verbose: int = 0,
+    tensorboard_dir: Path | None = None,
+    run_plan: hardware.Plan | None = None,
+    strategy: tf.distribute.Strategy | None = None,
 ) -> tuple[Classifier, RunState]:
     """Train a fresh classifier on `train`, early-stopping on `val`; resumes from checkpoints.
 
-    Keras' global state is cleared first, so a long search or many folds do not pile
-    up graphs and layer names in one process.
+    The one build-and-train step of a run, a search trial and a fold. Keras' global
+    state is cleared first, so a long search or many folds do not pile up graphs and
+    layer names in one process. With several devices (`run_plan.replicas`), each step
+    takes batch_size images per device and the learning rates scale with the count.
     """
     keras.backend.clear_session()
     keras.utils.set_random_seed(config.seed)
-    classifier = build_classifier(
-        len(classes),
-        image_size=config.image_size,
-        weights=config.weights,
-        dropout=config.dropout,
-        l2=config.l2,
-        hidden_units=config.hidden_units,
-        keras_home=keras_home,
-    )
+    run_plan = run_plan or hardware.plan(config)
+    strategy = strategy or hardware.strategy_for(run_plan)
+    stepped = config.model_copy(update={"batch_size": run_plan.global_batch_size})
     split = Dataset(root=Path("."), classes=list(classes), splits={"train": list(train)})
-    train_ds = training_dataset(train, classes, preprocess, config)
-    state = train_phases(
-        classifier,
-        config,
-        train_ds=train_ds,
-        val_ds=evaluation_dataset(val, classes, preprocess, config),
-        eval_train_ds=evaluation_dataset(train, classes, preprocess, config),
-        steps=-(-len(train) // config.batch_size),
-        checkpoint_dir=checkpoint_dir,
-        class_weight=class_weights(split, config.class_weight),
-        hooks=hooks,
-        verbose=verbose,
-    )
+    with strategy.scope():
+        classifier = build(config, len(classes), run_plan, keras_home)
+        state = train_phases(
+            classifier,
+            config,
+            train_ds=training_dataset(train, classes, preprocess, stepped),
+            val_ds=evaluation_dataset(val, classes, preprocess, stepped),
+            eval_train_ds=evaluation_dataset(train, classes, preprocess, stepped),
+            steps=-(-len(train) // stepped.batch_size),
+            checkpoint_dir=checkpoint_dir,
+            class_weight=class_weights(split, config.class_weight),
+            hooks=hooks,
+            tensorboard_dir=tensorboard_dir,
+            verbose=verbose,
+            jit_compile=run_plan.jit_compile,
+            learning_rate_scale=run_plan.learning_rate_scale,
+        )
     return classifier, state
 
 

@@ -16,7 +16,6 @@ pointed at MODEL_DIR/<name> answers Classify (gRPC and REST :classify) as well a
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,7 +24,8 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
-from imgclf import contract
+from imgclf import contract, repository
+from imgclf.artifact import LoadedVersion
 
 
 def build_signatures(
@@ -177,37 +177,29 @@ def write_golden(
 
 
 def parity_check(
-    export_dir: Path,
+    export: Path | LoadedVersion,
     images: Sequence[bytes],
     training_path_probabilities: np.ndarray,
     training_path_images: np.ndarray,
 ) -> dict:
-    """Reload the export from disk and compare the served path with the training path.
+    """Reload the export from disk, as a server does (`imgclf.artifact`), and compare the
+    served path with the training path.
 
     The served path is `serving_default` on the raw file bytes; the training path is
     the tf.data evaluation pipeline followed by the Keras model.
     """
-    loaded = tf.saved_model.load(str(export_dir))
-    missing = [s for s in contract.SIGNATURES if s not in loaded.signatures]
-    if missing:
+    try:
+        loaded = export if isinstance(export, LoadedVersion) else LoadedVersion(export)
+    except repository.RepositoryError as exc:
         return {
             "passed": False,
-            "reason": f"missing signatures {missing}",
+            "reason": str(exc),
             "max_abs_diff": 1.0,
             "samples": len(images),
             "tolerance": contract.PARITY_TOLERANCE,
         }
-    served = loaded.signatures[contract.SERVING_DEFAULT](
-        **{contract.INPUT_IMAGE_BYTES: tf.constant(list(images))}
-    )[contract.OUTPUT_PROBABILITIES].numpy()
-    pre = np.stack(
-        [
-            loaded.signatures[contract.PREPROCESS](**{contract.INPUT_IMAGE_BYTES: tf.constant(b)})[
-                contract.OUTPUT_IMAGE
-            ].numpy()
-            for b in images
-        ]
-    )
+    served = loaded.predict_bytes(images)
+    pre = np.stack([loaded.preprocess(b) for b in images])
     diff = float(np.max(np.abs(served - training_path_probabilities)))
     pre_diff = float(np.max(np.abs(pre - training_path_images)))
     passed = diff <= contract.PARITY_TOLERANCE and pre_diff <= contract.PARITY_TOLERANCE
@@ -223,11 +215,3 @@ def parity_check(
 
 def directory_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
-
-def copy_into(src: Path, dst: Path) -> None:
-    if src.is_dir():
-        shutil.copytree(src, dst, dirs_exist_ok=True)
-    elif src.exists():
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src, dst)

@@ -1,9 +1,19 @@
-"""ResNet-50 with a small head, and the freezing rules of the two training phases.
+"""ResNet-50 with a small head, the two recipes' BatchNorm rules and the freezing rules.
 
-The base is always called with `training=False`, so its BatchNormalization layers
-use their moving statistics in both phases (Keras 3 semantics); in phase 2 they
-also stay non-trainable. The head is GlobalAveragePooling -> Dropout -> Dense:
-about 2048 x classes weights instead of the hundreds of millions of a Flatten head.
+Which recipe fits depends on where the weights start (`recipe_for`):
+
+- fine_tune (pretrained weights): the base is called with `training=False`, so its
+  BatchNormalization layers use their moving statistics in both phases (Keras 3
+  semantics) and stay non-trainable in phase 2: ImageNet's statistics are better
+  than what a few small batches could estimate.
+- from_scratch (weights=none): random initial weights come with moving statistics of
+  0 and 1, which normalise nothing. The base follows the training flag (BatchNorm in
+  training mode while fitting), and `estimate_bn_statistics` sets the moving
+  statistics from the training images before training and again once the weights
+  are final, so evaluation and export use statistics of the final weights.
+
+The head is GlobalAveragePooling -> Dropout -> Dense: about 2048 x classes weights
+instead of the hundreds of millions of a Flatten head.
 """
 
 from __future__ import annotations
@@ -13,7 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import keras
+import numpy as np
+import tensorflow as tf
 
+from imgclf.config import TrainConfig
 from imgclf.errors import WeightsUnavailableError
 
 IMAGENET_NOTOP_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
@@ -23,6 +36,15 @@ IMAGENET_NOTOP_URL = (
 IMAGENET_NOTOP_HASH = "4d473c1dd8becc155b73f8504c6f6626"
 FEATURE_DIM = 2048
 STAGES = ("conv1", "conv2", "conv3", "conv4", "conv5")
+FINE_TUNE = "fine_tune"
+FROM_SCRATCH = "from_scratch"
+RECIPES = {
+    FINE_TUNE: "pretrained base: head first on a frozen base, then the top stages at a low "
+    "learning rate; BatchNorm frozen in inference mode",
+    FROM_SCRATCH: "random initial weights: BatchNorm statistics estimated from the training "
+    "images, the whole network trained with BatchNorm in training mode (warmup + cosine, early "
+    "stopping with best-weight restore), statistics estimated again for the final weights",
+}
 _DOWNLOAD_TIMEOUT_S = 20.0
 
 
@@ -34,6 +56,14 @@ class Classifier:
     base: keras.Model  # ResNet-50 without top
     head: keras.Model  # pooled features [batch, 2048] -> probabilities
     features: keras.Model  # images -> pooled features [batch, 2048]
+    recipe: str = FINE_TUNE
+
+
+def recipe_for(config: TrainConfig) -> str:
+    """The config's recipe, 'auto' resolved from the starting point of the weights."""
+    if config.recipe != "auto":
+        return config.recipe
+    return FROM_SCRATCH if config.weights == "none" else FINE_TUNE
 
 
 def keras_cache_dir(keras_home: str | Path | None = None) -> Path:
@@ -92,8 +122,15 @@ def build_classifier(
     l2: float,
     hidden_units: int = 0,
     keras_home: str | Path | None = None,
+    recipe: str = FINE_TUNE,
 ) -> Classifier:
-    """ResNet-50 (no top) + GlobalAveragePooling + head; softmax outputs in float32."""
+    """ResNet-50 (no top) + GlobalAveragePooling + head; softmax outputs in float32.
+
+    With recipe=fine_tune the base always runs BatchNorm in inference mode; with
+    from_scratch it follows the training flag of the call (fit: training mode).
+    """
+    if recipe not in (FINE_TUNE, FROM_SCRATCH):
+        raise ValueError(f"recipe must be {FINE_TUNE!r} or {FROM_SCRATCH!r}, got {recipe!r}")
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
     if image_size < 32:
@@ -132,10 +169,47 @@ def build_classifier(
     ]
     head = keras.Sequential(head_layers, name="head")
     images = keras.Input((image_size, image_size, 3), name="images")
-    pooled = keras.layers.GlobalAveragePooling2D(name="avg_pool")(base(images, training=False))
+    base_out = base(images, training=False) if recipe == FINE_TUNE else base(images)
+    pooled = keras.layers.GlobalAveragePooling2D(name="avg_pool")(base_out)
     model = keras.Model(images, head(pooled), name="imgclf_resnet50")
     features = keras.Model(images, pooled, name="resnet50_features")
-    return Classifier(model=model, base=base, head=head, features=features)
+    return Classifier(model=model, base=base, head=head, features=features, recipe=recipe)
+
+
+def batchnorm_layers(model: keras.Model) -> list[keras.layers.BatchNormalization]:
+    return [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+
+
+def estimate_bn_statistics(classifier: Classifier, images: tf.data.Dataset) -> int:
+    """Set every BatchNorm's moving mean and variance to their average over `images`.
+
+    `images` yields (images float32 [b, H, W, 3], labels) batches, unaugmented. Each
+    batch passes through the base in training mode with momentum k/(k+1) for the
+    k-th batch, which makes the moving statistics the running mean of the per-batch
+    statistics (the weights are not changed). Returns the number of images seen.
+    """
+    layers = batchnorm_layers(classifier.base)
+    saved = [layer.momentum for layer in layers]
+    seen = 0
+    try:
+        for k, (batch, _labels) in enumerate(images):
+            for layer in layers:
+                layer.momentum = k / (k + 1)
+            classifier.base(batch, training=True)
+            seen += int(np.shape(batch)[0])
+    finally:
+        for layer, momentum in zip(layers, saved, strict=True):
+            layer.momentum = momentum
+    return seen
+
+
+def unfreeze_all(classifier: Classifier) -> int:
+    """from_scratch: every layer learns, BatchNorm's scale and offset included."""
+    classifier.base.trainable = True
+    for layer in classifier.base.layers:
+        layer.trainable = True
+    classifier.head.trainable = True
+    return len(classifier.base.trainable_weights)
 
 
 def stage_of(layer_name: str) -> str | None:

@@ -90,10 +90,6 @@ def load_for_config(
     return dataset, preprocess
 
 
-def images_only(ds: tf.data.Dataset) -> tf.data.Dataset:
-    return ds.map(lambda x, _y: x)
-
-
 def label_indices(samples: Sequence[Sample], classes: Sequence[str]) -> list[int]:
     index = {label: i for i, label in enumerate(classes)}
     return [index[s.label] for s in samples]

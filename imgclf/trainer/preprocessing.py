@@ -85,10 +85,6 @@ _PRESETS: dict[str, dict[str, float]] = {
 }
 
 
-def augmentation_presets() -> tuple[str, ...]:
-    return tuple(_PRESETS)
-
-
 def make_augmenter(preset: str, seed: int) -> Callable[[tf.Tensor], tf.Tensor] | None:
     """A batch augmenter for preprocessed images (float32 [batch, H, W, 3], caffe space).
 

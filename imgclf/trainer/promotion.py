@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from imgclf import registry, repository
+from imgclf.artifact import LoadedVersion
 from imgclf.errors import Rejected
 from imgclf.trainer.data import Dataset
 from imgclf.trainer.metrics import classification_metrics
@@ -50,8 +51,6 @@ class GateRules:
 
 def evaluate_version(version_dir: Path, dataset: Dataset, top_k: int) -> dict | None:
     """The live version's test metrics on `dataset`'s test split, or None if classes differ."""
-    from imgclf.server.savedmodel import LoadedVersion
-
     loaded = LoadedVersion(version_dir)
     if loaded.labels != dataset.classes:
         return None

@@ -137,6 +137,17 @@ def _promotion_section(card: dict) -> str:
     )
 
 
+def _recipe(card: dict) -> str:
+    recipe = card.get("recipe")
+    if not recipe:
+        return ""
+    return (
+        f"<p>Recipe <b>{html.escape(recipe['name'])}</b>: {html.escape(recipe['description'])}. "
+        f"Precision {html.escape(recipe['precision'])}, XLA {'on' if recipe['jit_compile'] else 'off'}, "
+        f"{recipe['replicas']} {html.escape(recipe['device'])} device(s).</p>"
+    )
+
+
 def write_report(report_dir: Path, card: dict) -> Path:
     """Write the PNGs and report.html from a model card; returns the HTML path.
 
@@ -200,6 +211,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}img{{max-width:100
 {caveat}
 <p>Kept weights: {html.escape(_epoch_name(history, kept))}.</p>
 <p>{html.escape(diagnosis["summary"])}</p>
+{_recipe(card)}
 <h2>Diagnosis</h2><ul>{findings or "<li>No problems found in the curves.</li>"}</ul>
 <h2>Promotion</h2>{_promotion_section(card)}
 <h2>Metrics</h2>{_table(split_rows, ["split", "accuracy", "loss", "macro F1", "images"])}

@@ -1,7 +1,12 @@
-"""One training run end to end: data -> train -> evaluate -> report -> export -> parity -> publish.
+"""One training run as named stages: load -> fit -> evaluate -> export and verify -> publish.
 
-`train_and_export` is what the CLI and the queue worker call. Given the same
-`run_dir` again after a crash, it resumes from the last finished epoch.
+`train_and_export` is what the CLI and the queue worker call; it runs the stages in
+order, and each stage is a function a test can call alone. Given the same `run_dir`
+again after a crash, a run resumes from the last finished epoch.
+
+Every run leaves its report (curves, confusion matrix, diagnosis, report.html) and
+model card in `run_dir/report/`, published or not: a model the promotion gate refuses
+still explains itself there.
 """
 
 from __future__ import annotations
@@ -21,24 +26,21 @@ import numpy as np
 import tensorflow as tf
 
 from imgclf import contract, repository
+from imgclf.artifact import LoadedVersion, replay_golden
 from imgclf.audit import AUDIT_CARD_KEY
 from imgclf.audit.training import audit_for_run
 from imgclf.config import TrainConfig
-from imgclf.errors import ParityError
-from imgclf.trainer import export
+from imgclf.errors import ParityError, Rejected
+from imgclf.trainer import experiment, export, hardware
 from imgclf.trainer.data import Dataset, Sample, class_weights
-from imgclf.trainer.diagnosis import diagnose
+from imgclf.trainer.diagnosis import diagnose, explain_refusal
 from imgclf.trainer.metrics import classification_metrics
-from imgclf.trainer.model import build_classifier
-from imgclf.trainer.pipeline import (
-    evaluation_dataset,
-    label_indices,
-    load_for_config,
-    training_dataset,
-)
+from imgclf.trainer.model import RECIPES, Classifier, recipe_for
+from imgclf.trainer.pipeline import evaluation_dataset, label_indices, load_for_config
+from imgclf.trainer.preprocessing import PreprocessFn
 from imgclf.trainer.promotion import PromotionGate
 from imgclf.trainer.report import write_report
-from imgclf.trainer.training import Cancelled, Hooks, train_phases
+from imgclf.trainer.training import Cancelled, Hooks, RunState
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,36 @@ class TrainResult:
     parity: dict
     report: Path
     card: dict = field(repr=False, default_factory=dict)
+
+
+@dataclass
+class Loaded:
+    """Stage 1's output: the scanned, split and audited data and the one preprocess function."""
+
+    dataset: Dataset
+    preprocess: PreprocessFn
+    seconds: float
+    audit: dict = field(default_factory=dict)
+
+
+@dataclass
+class Fitted:
+    """Stage 2's output: the trained classifier (best weights) and its history."""
+
+    classifier: Classifier
+    state: RunState
+    plan: hardware.Plan
+    class_weight: dict[int, float] | None
+    seconds: float
+
+
+@dataclass
+class Evaluation:
+    """Stage 3's output: metrics per split and the plain-language diagnosis."""
+
+    metrics: dict[str, dict]
+    diagnosis: dict
+    seconds: float
 
 
 def _golden_samples(samples: list[Sample], count: int) -> list[Sample]:
@@ -86,6 +118,215 @@ def _prepare_run_dir(run_dir: Path, config: TrainConfig, dataset: Dataset) -> No
     dataset.write_splits(run_dir / SPLITS_FILE)
 
 
+def load(
+    config: TrainConfig, data: str | Path, run_dir: Path, hooks: Hooks | None = None
+) -> Loaded:
+    """Scan, split and audit the data (the audit may drop leaked training copies, as
+    `config.leakage` says); keep the run folder's checkpoints only if they match."""
+    t = time.monotonic()
+    dataset, preprocess = load_for_config(config, data)
+    if hooks is not None and hooks.on_progress:
+        hooks.on_progress({"stage": "audit"})
+    data_audit = audit_for_run(dataset, config.leakage)
+    _prepare_run_dir(run_dir, config, dataset)
+    return Loaded(dataset, preprocess, round(time.monotonic() - t, 3), data_audit)
+
+
+def fit(
+    config: TrainConfig,
+    loaded: Loaded,
+    run_dir: Path,
+    *,
+    hooks: Hooks | None = None,
+    keras_home: str | Path | None = None,
+    verbose: int = 0,
+) -> Fitted:
+    """Train with the recipe the starting point calls for (see model.recipe_for)."""
+    t = time.monotonic()
+    dataset = loaded.dataset
+    run_plan = hardware.plan(config)
+    classifier, state = experiment.fit(
+        config,
+        classes=dataset.classes,
+        train=dataset.splits["train"],
+        val=dataset.splits["val"],
+        preprocess=loaded.preprocess,
+        checkpoint_dir=run_dir / "checkpoints",
+        hooks=hooks,
+        keras_home=keras_home,
+        verbose=verbose,
+        tensorboard_dir=run_dir / "tensorboard",
+        run_plan=run_plan,
+    )
+    return Fitted(
+        classifier,
+        state,
+        run_plan,
+        class_weights(dataset, config.class_weight),
+        round(time.monotonic() - t, 3),
+    )
+
+
+def evaluate(config: TrainConfig, loaded: Loaded, fitted: Fitted) -> Evaluation:
+    """Metrics on every split (unaugmented, inference mode) and the diagnosis of the run."""
+    t = time.monotonic()
+    dataset = loaded.dataset
+    metrics = {}
+    for split, samples in dataset.splits.items():
+        probabilities = fitted.classifier.model.predict(
+            evaluation_dataset(samples, dataset.classes, loaded.preprocess, config), verbose=0
+        )
+        metrics[split] = classification_metrics(
+            label_indices(samples, dataset.classes), probabilities, dataset.classes, config.top_k
+        )
+    diagnosis = diagnose(
+        history=fitted.state.history,
+        train_metrics=metrics["train"],
+        val_metrics=metrics["val"],
+        test_metrics=metrics["test"],
+        classes=dataset.classes,
+        class_weighted=fitted.class_weight is not None,
+    )
+    return Evaluation(metrics, diagnosis, round(time.monotonic() - t, 3))
+
+
+def export_and_verify(
+    staging: Path, config: TrainConfig, loaded: Loaded, fitted: Fitted, name: str
+) -> dict:
+    """Write the SavedModel and its extras into `staging`, then read it back as a server
+    would: the served path must equal the training path on held-out images, and the
+    golden files must replay. Returns the parity result; raises ParityError otherwise."""
+    dataset = loaded.dataset
+    model = fitted.classifier.model
+    export.write_savedmodel(staging, model, loaded.preprocess, dataset.classes, config.image_size)
+    golden = _golden_samples(dataset.splits["test"], config.parity_samples)
+    golden_bytes = [s.path.read_bytes() for s in golden]
+    batches = evaluation_dataset(golden, dataset.classes, loaded.preprocess, config, len(golden))
+    golden_images = np.concatenate([x.numpy() for x, _ in batches])
+    # The training path is what evaluation ran: Keras' compiled predict on pipeline images.
+    golden_probs = model.predict(golden_images, batch_size=len(golden), verbose=0)
+    export.write_golden(staging, golden_bytes, [dataset.relative(s) for s in golden], golden_probs)
+    try:
+        served = LoadedVersion(staging)  # loaded once, as a server will load it
+    except repository.RepositoryError as exc:
+        raise ParityError(
+            f"the export cannot be loaded back: {exc}; nothing was published"
+        ) from None
+    parity = export.parity_check(served, golden_bytes, golden_probs, golden_images)
+    if not parity["passed"]:
+        raise ParityError(
+            f"parity check failed: served outputs differ from training by "
+            f"{parity['max_abs_diff']:.2e} (tolerance {parity['tolerance']:.0e}); "
+            "nothing was published"
+        )
+    try:
+        replay_golden(served)
+    except RuntimeError as exc:
+        raise ParityError(f"{exc}; nothing was published") from None
+    export.write_warmup(staging, name, golden_bytes)
+    report_dir = staging / contract.REPORT_DIR
+    report_dir.mkdir(exist_ok=True)
+    dataset.write_splits(report_dir / SPLITS_FILE)
+    return parity
+
+
+def recipe_record(config: TrainConfig, fitted: Fitted) -> dict:
+    """What the model card and the report say about how the model was trained."""
+    name = recipe_for(config)
+    return {"name": name, "description": RECIPES[name], **fitted.plan.as_dict()}
+
+
+def model_card(
+    config: TrainConfig,
+    *,
+    name: str,
+    run_dir: Path,
+    loaded: Loaded,
+    fitted: Fitted,
+    evaluation: Evaluation,
+    parity: dict,
+    timings: dict[str, float],
+) -> dict:
+    return {
+        "name": name,
+        "version": None,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "run_dir": str(run_dir),
+        "labels": loaded.dataset.classes,
+        "image_size": config.image_size,
+        "signatures": list(contract.SIGNATURES),
+        "recipe": recipe_record(config, fitted),
+        "config": config.model_dump(),
+        "data": loaded.dataset.summary(),
+        AUDIT_CARD_KEY: loaded.audit,
+        "class_weight": fitted.class_weight,
+        "metrics": evaluation.metrics,
+        "history": fitted.state.history,
+        "diagnosis": evaluation.diagnosis,
+        "parity": parity,
+        "artifact_bytes": 0,
+        "timings": timings,
+        "software": {
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+            "python": platform.python_version(),
+        },
+    }
+
+
+def write_run_report(run_dir: Path, card: dict) -> Path:
+    """The report and model card kept in the run folder, published or not."""
+    folder = run_dir / contract.REPORT_DIR
+    write_report(folder, card)
+    (folder / contract.MODEL_CARD_FILE).write_text(json.dumps(card, indent=1), encoding="utf-8")
+    return folder / "report.html"
+
+
+def publish(
+    staging: Path,
+    card: dict,
+    *,
+    model_dir: str | Path,
+    name: str,
+    run_dir: Path,
+    loaded: Loaded,
+    gate: PromotionGate | None,
+) -> int:
+    """Let the gate decide, then move the staged version into place atomically.
+
+    On refusal the diagnosis gains a finding that explains it, the report stays in
+    `run_dir/report/`, and Rejected says where (its comparison carries `run_report`).
+    """
+    card["artifact_bytes"] = export.directory_bytes(staging)
+
+    def finalize(folder: Path, version: int) -> None:
+        card["version"] = version
+        write_report(folder / contract.REPORT_DIR, card)
+        (folder / contract.MODEL_CARD_FILE).write_text(json.dumps(card, indent=1), encoding="utf-8")
+        write_run_report(run_dir, card)
+
+    with gate.lock() if gate else contextlib.nullcontext():
+        if gate is not None:
+            try:
+                card["promotion"] = gate.check(card, loaded.dataset)
+            except Rejected as exc:
+                card["promotion"] = exc.comparison
+                card["diagnosis"]["findings"].append(
+                    explain_refusal(exc.comparison, card["history"], card["data"])
+                )
+                report = write_run_report(run_dir, card)
+                exc.comparison["run_report"] = str(report)
+                raise Rejected(
+                    f"{exc}. Nothing was published; the report, curves, diagnosis and model "
+                    f"card are in {report.parent}",
+                    exc.comparison,
+                ) from None
+        version = repository.publish(staging, model_dir, name, before_rename=finalize)
+        if gate is not None:
+            gate.after_publish(version)
+    return version
+
+
 def train_and_export(
     config: TrainConfig,
     *,
@@ -107,142 +348,49 @@ def train_and_export(
     repository.validate_model_name(name)
     hooks = hooks or Hooks()
     run_dir = Path(run_dir)
-    timings: dict[str, float] = {}
     started = time.monotonic()
-    keras.utils.set_random_seed(config.seed)
 
-    t = time.monotonic()
-    dataset, preprocess = load_for_config(config, data)
-    timings["scan_seconds"] = round(time.monotonic() - t, 3)
-    if hooks.on_progress:
-        hooks.on_progress({"stage": "audit"})
-    data_audit = audit_for_run(dataset, config.leakage)  # may drop leaked training copies
-    timings["audit_seconds"] = data_audit["summary"]["seconds"]["total"]
-    _prepare_run_dir(run_dir, config, dataset)
-
-    classifier = build_classifier(
-        len(dataset.classes),
-        image_size=config.image_size,
-        weights=config.weights,
-        dropout=config.dropout,
-        l2=config.l2,
-        hidden_units=config.hidden_units,
-        keras_home=keras_home,
-    )
-    weights = class_weights(dataset, config.class_weight)
-
-    def eval_ds(samples: list[Sample], batch_size: int = config.batch_size) -> tf.data.Dataset:
-        return evaluation_dataset(samples, dataset.classes, preprocess, config, batch_size)
-
-    train_ds = training_dataset(dataset.splits["train"], dataset.classes, preprocess, config)
-    steps = -(-len(dataset.splits["train"]) // config.batch_size)
-    t = time.monotonic()
-    state = train_phases(
-        classifier,
-        config,
-        train_ds=train_ds,
-        val_ds=eval_ds(dataset.splits["val"]),
-        eval_train_ds=eval_ds(dataset.splits["train"]),
-        steps=steps,
-        checkpoint_dir=run_dir / "checkpoints",
-        class_weight=weights,
-        hooks=hooks,
-        tensorboard_dir=run_dir / "tensorboard",
-        verbose=verbose,
-    )
-    timings["train_seconds"] = round(time.monotonic() - t, 3)
-    timings.update({f"{k}_seconds": v for k, v in state.phase_seconds.items()})
-
+    loaded = load(config, data, run_dir, hooks)
+    fitted = fit(config, loaded, run_dir, hooks=hooks, keras_home=keras_home, verbose=verbose)
     if hooks.on_progress:
         hooks.on_progress({"stage": "evaluate"})
-    t = time.monotonic()
-    metrics = {}
-    for split, samples in dataset.splits.items():
-        probabilities = classifier.model.predict(eval_ds(samples), verbose=0)
-        metrics[split] = classification_metrics(
-            label_indices(samples, dataset.classes), probabilities, dataset.classes, config.top_k
-        )
-    timings["evaluate_seconds"] = round(time.monotonic() - t, 3)
-    diagnosis = diagnose(
-        history=state.history,
-        train_metrics=metrics["train"],
-        val_metrics=metrics["val"],
-        test_metrics=metrics["test"],
-        classes=dataset.classes,
-        class_weighted=weights is not None,
-    )
-
+    evaluation = evaluate(config, loaded, fitted)
     if hooks.on_progress:
         hooks.on_progress({"stage": "export"})
     t = time.monotonic()
     staging = repository.new_staging_dir(model_dir, name)
     try:
-        export.write_savedmodel(
-            staging, classifier.model, preprocess, dataset.classes, config.image_size
-        )
-        golden = _golden_samples(dataset.splits["test"], config.parity_samples)
-        golden_bytes = [s.path.read_bytes() for s in golden]
-        golden_images = np.concatenate(
-            [x.numpy() for x, _ in eval_ds(golden, batch_size=len(golden))]
-        )
-        golden_probs = classifier.model(golden_images, training=False).numpy()
-        parity = export.parity_check(staging, golden_bytes, golden_probs, golden_images)
-        if not parity["passed"]:
-            raise ParityError(
-                f"parity check failed: served outputs differ from training by "
-                f"{parity['max_abs_diff']:.2e} (tolerance {parity['tolerance']:.0e}); "
-                "nothing was published"
-            )
-        export.write_golden(
-            staging, golden_bytes, [dataset.relative(s) for s in golden], golden_probs
-        )
-        export.write_warmup(staging, name, golden_bytes)
-        report_dir = staging / contract.REPORT_DIR
-        report_dir.mkdir(exist_ok=True)
-        shutil.copy2(run_dir / SPLITS_FILE, report_dir / SPLITS_FILE)
-        timings["export_seconds"] = round(time.monotonic() - t, 3)
-        timings["total_seconds"] = round(time.monotonic() - started, 3)
-        card = {
-            "name": name,
-            "version": None,
-            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "run_dir": str(run_dir),
-            "labels": dataset.classes,
-            "image_size": config.image_size,
-            "signatures": list(contract.SIGNATURES),
-            "config": config.model_dump(),
-            "data": dataset.summary(),
-            AUDIT_CARD_KEY: data_audit,
-            "class_weight": weights,
-            "metrics": metrics,
-            "history": state.history,
-            "diagnosis": diagnosis,
-            "parity": parity,
-            "artifact_bytes": 0,
-            "timings": timings,
-            "software": {
-                "tensorflow": tf.__version__,
-                "keras": keras.__version__,
-                "python": platform.python_version(),
-            },
+        parity = export_and_verify(staging, config, loaded, fitted, name)
+        timings = {
+            "scan_seconds": loaded.seconds,
+            "audit_seconds": loaded.audit["summary"]["seconds"]["total"],
+            "train_seconds": fitted.seconds,
+            **{f"{k}_seconds": v for k, v in fitted.state.phase_seconds.items()},
+            "evaluate_seconds": evaluation.seconds,
+            "export_seconds": round(time.monotonic() - t, 3),
+            "total_seconds": round(time.monotonic() - started, 3),
         }
+        card = model_card(
+            config,
+            name=name,
+            run_dir=run_dir,
+            loaded=loaded,
+            fitted=fitted,
+            evaluation=evaluation,
+            parity=parity,
+            timings=timings,
+        )
         if hooks.should_stop and hooks.should_stop():
             raise Cancelled("training cancelled before publishing")
-
-        def finalize(folder: Path, version: int) -> None:
-            card["version"] = version
-            write_report(folder / contract.REPORT_DIR, card)
-            card["artifact_bytes"] = export.directory_bytes(folder)
-            (folder / contract.MODEL_CARD_FILE).write_text(
-                json.dumps(card, indent=1), encoding="utf-8"
-            )
-
-        with gate.lock() if gate else contextlib.nullcontext():
-            if gate is not None:
-                card["promotion"] = gate.check(card, dataset)
-            version = repository.publish(staging, model_dir, name, before_rename=finalize)
-            if gate is not None:
-                gate.after_publish(version)
+        version = publish(
+            staging,
+            card,
+            model_dir=model_dir,
+            name=name,
+            run_dir=run_dir,
+            loaded=loaded,
+            gate=gate,
+        )
     except BaseException:
         repository.discard_staging(staging)
         raise
@@ -252,8 +400,8 @@ def train_and_export(
         version=version,
         version_dir=version_dir,
         run_dir=run_dir,
-        metrics=metrics["test"],
-        diagnosis=diagnosis,
+        metrics=evaluation.metrics["test"],
+        diagnosis=evaluation.diagnosis,
         parity=parity,
         report=version_dir / contract.REPORT_DIR / "report.html",
         card=card,

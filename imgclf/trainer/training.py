@@ -1,10 +1,16 @@
-"""The two-phase fine-tuning loop with per-epoch checkpoints, early stopping and hooks.
+"""The training loops of both recipes, with per-epoch checkpoints, early stopping and hooks.
 
-Phase 1 trains the head on a frozen base (on cached base features when there is
-no augmentation, which makes an epoch nearly free). Phase 2 unfreezes the top
-stages, keeps BatchNormalization frozen and recompiles at a low, cosine-decayed
-learning rate. Early stopping watches validation loss across both phases and the
-best weights seen are restored at the end.
+fine_tune (pretrained weights): phase 1 trains the head on a frozen base (on cached
+base features when there is no augmentation, which makes an epoch nearly free).
+Phase 2 unfreezes the top stages, keeps BatchNormalization frozen and recompiles
+at a low, cosine-decayed learning rate. Early stopping watches validation loss
+across both phases and the best weights seen are restored at the end.
+
+from_scratch (weights=none): one phase. BatchNorm statistics are estimated from the
+training images first, then the whole network trains with BatchNorm in training mode
+for head_epochs + fine_tune_epochs epochs under a linear warmup and a cosine decay
+from `learning_rate`; early stopping restores the best weights, and the statistics
+are estimated again over the training set for those final weights.
 
 Everything needed to resume is written after every epoch to `checkpoints/`:
 weights of the last and the best epoch and a JSON state (phase, epoch, history,
@@ -29,7 +35,14 @@ import tensorflow as tf
 
 from imgclf.config import TrainConfig
 from imgclf.errors import Cancelled
-from imgclf.trainer.model import Classifier, freeze_base, unfreeze_top
+from imgclf.trainer.model import (
+    FROM_SCRATCH,
+    Classifier,
+    estimate_bn_statistics,
+    freeze_base,
+    unfreeze_all,
+    unfreeze_top,
+)
 
 _PROGRESS_INTERVAL_S = 1.0
 
@@ -81,15 +94,6 @@ class RunState:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
         os.replace(tmp, path)
-
-
-@dataclass
-class PhaseData:
-    """What one phase trains on: datasets, steps per epoch, and the model that fits them."""
-
-    train: tf.data.Dataset
-    val: tf.data.Dataset
-    steps: int
 
 
 class Checkpoints:
@@ -239,6 +243,31 @@ class _EpochCallback(keras.callbacks.Callback):
             raise Cancelled("training cancelled")
 
 
+class _FreshStatisticsValidation(keras.callbacks.Callback):
+    """from_scratch: validate with BatchNorm statistics of this epoch's weights.
+
+    BatchNorm's moving averages (momentum 0.99) trail weights that change fast from
+    random initialisation: on small data validation through them stays near chance
+    long after training accuracy is high, and early stopping would keep the wrong
+    epoch. So each epoch ends by estimating the statistics from training images and
+    only then evaluating; the val_* values it adds are what the next callbacks see.
+    """
+
+    def __init__(
+        self, classifier: Classifier, sample: tf.data.Dataset, val: tf.data.Dataset
+    ) -> None:
+        super().__init__()
+        self.classifier = classifier
+        self.sample = sample
+        self.val = val
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        estimate_bn_statistics(self.classifier, self.sample)
+        results = self.model.evaluate(self.val, verbose=0, return_dict=True)
+        if logs is not None:
+            logs.update({f"val_{k}": v for k, v in results.items()})
+
+
 def _floats(logs: dict | None) -> dict[str, float]:
     return {k: round(float(v), 6) for k, v in (logs or {}).items()}
 
@@ -252,12 +281,32 @@ def _optimizer(
 
 
 def _compile(
-    model: keras.Model, config: TrainConfig, optimizer: keras.optimizers.Optimizer
+    model: keras.Model,
+    config: TrainConfig,
+    optimizer: keras.optimizers.Optimizer,
+    jit_compile: bool = False,
 ) -> None:
     model.compile(
         optimizer=optimizer,
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+        jit_compile=jit_compile,
+    )
+
+
+def scratch_schedule(
+    config: TrainConfig, steps: int, learning_rate: float
+) -> keras.optimizers.schedules.LearningRateSchedule:
+    """Linear warmup from learning_rate / 10 to learning_rate over warmup_epochs, then
+    cosine decay to 1% of it at the end of head_epochs + fine_tune_epochs."""
+    total = max(1, (config.head_epochs + config.fine_tune_epochs) * steps)
+    warmup = min(total - 1, config.warmup_epochs * steps)
+    return keras.optimizers.schedules.CosineDecay(
+        learning_rate / 10 if warmup else learning_rate,
+        decay_steps=max(1, total - warmup),
+        alpha=0.01,
+        warmup_target=learning_rate if warmup else None,
+        warmup_steps=warmup,
     )
 
 
@@ -284,15 +333,36 @@ def train_phases(
     hooks: Hooks | None = None,
     tensorboard_dir: Path | None = None,
     verbose: int = 0,
+    jit_compile: bool = False,
+    learning_rate_scale: float = 1.0,
 ) -> RunState:
-    """Run (or resume) phase 1 and phase 2; returns the final state with the full history.
+    """Run (or resume) the classifier's recipe; returns the final state with the full history.
 
     `eval_train_ds` is the training split without augmentation, used for cached
-    features. When this returns, the model holds the best weights seen.
+    features (fine_tune) or BatchNorm statistics (from_scratch). When this returns,
+    the model holds the best weights seen. `learning_rate_scale` multiplies every
+    learning rate (the device count when one step spans several devices).
     """
     hooks = hooks or Hooks()
     checkpoints = Checkpoints(checkpoint_dir)
     state = RunState.load(checkpoints.state_path)
+    if classifier.recipe == FROM_SCRATCH:
+        return _train_from_scratch(
+            classifier,
+            config,
+            state=state,
+            checkpoints=checkpoints,
+            train_ds=train_ds,
+            val_ds=val_ds,
+            eval_train_ds=eval_train_ds,
+            steps=steps,
+            class_weight=class_weight,
+            hooks=hooks,
+            tensorboard_dir=tensorboard_dir,
+            verbose=verbose,
+            jit_compile=jit_compile,
+            learning_rate=config.learning_rate * learning_rate_scale,
+        )
     if state.phase == 1 and state.history:
         checkpoints.load_weights(classifier.base, checkpoints.base)
         checkpoints.load_weights(classifier.head, checkpoints.head_last)
@@ -368,7 +438,12 @@ def train_phases(
             else:
                 fit_model = model
                 fit_args = {"x": train_ds, "validation_data": val_ds, "shuffle": False}
-            _compile(fit_model, config, _optimizer(config, config.learning_rate))
+            _compile(
+                fit_model,
+                config,
+                _optimizer(config, config.learning_rate * learning_rate_scale),
+                jit_compile,
+            )
             fit_model.fit(
                 **fit_args,
                 epochs=config.head_epochs,
@@ -384,10 +459,12 @@ def train_phases(
         if config.fine_tune_epochs > state.epoch and not (patience and state.wait >= patience):
             unfreeze_top(classifier, config.fine_tune_from)
             schedule = keras.optimizers.schedules.CosineDecay(
-                config.fine_tune_learning_rate, decay_steps=max(1, phase2_steps), alpha=0.05
+                config.fine_tune_learning_rate * learning_rate_scale,
+                decay_steps=max(1, phase2_steps),
+                alpha=0.05,
             )
             optimizer = _optimizer(config, schedule)
-            _compile(model, config, optimizer)
+            _compile(model, config, optimizer, jit_compile)
             optimizer.iterations.assign(state.step)
             model.fit(
                 train_ds,
@@ -401,4 +478,86 @@ def train_phases(
             )
         finish_phase(2, started)
     freeze_base(classifier)
+    return state
+
+
+def _train_from_scratch(
+    classifier: Classifier,
+    config: TrainConfig,
+    *,
+    state: RunState,
+    checkpoints: Checkpoints,
+    train_ds: tf.data.Dataset,
+    val_ds: tf.data.Dataset,
+    eval_train_ds: tf.data.Dataset,
+    steps: int,
+    class_weight: dict[int, float] | None,
+    hooks: Hooks,
+    tensorboard_dir: Path | None,
+    verbose: int,
+    jit_compile: bool,
+    learning_rate: float,
+) -> RunState:
+    """One phase over the whole network; see the module docstring for the recipe."""
+    model = classifier.model
+    epochs = config.head_epochs + config.fine_tune_epochs
+    patience = config.early_stopping_patience
+    if state.phase == 1:
+        started = time.monotonic()
+        if state.history:
+            checkpoints.load_weights(model, checkpoints.last)
+        else:
+            # Before any step: statistics of the initial weights on these images, so
+            # even the first validation pass sees normalised activations.
+            estimate_bn_statistics(classifier, eval_train_ds)
+        unfreeze_all(classifier)
+        if epochs > state.epoch and not (patience and state.wait >= patience):
+            optimizer = _optimizer(config, scratch_schedule(config, steps, learning_rate))
+            _compile(model, config, optimizer, jit_compile)
+            optimizer.iterations.assign(state.step)
+            sample_batches = -(-config.bn_statistics_images // config.batch_size)
+            cbs: list = [
+                _FreshStatisticsValidation(classifier, eval_train_ds.take(sample_batches), val_ds),
+                _EpochCallback(
+                    saved=model,
+                    last=checkpoints.last,
+                    best=checkpoints.best,
+                    checkpoints=checkpoints,
+                    state=state,
+                    phase=1,
+                    epochs=epochs,
+                    steps=steps,
+                    later_steps=0,
+                    patience=patience,
+                    hooks=hooks,
+                ),
+            ]
+            if tensorboard_dir is not None:
+                cbs.append(
+                    keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir), write_graph=False)
+                )
+            model.fit(
+                train_ds,
+                shuffle=False,  # the dataset reshuffles itself every epoch
+                epochs=epochs,
+                initial_epoch=state.epoch,
+                class_weight=class_weight,
+                callbacks=cbs,
+                verbose=verbose,
+            )
+        if checkpoints.best.is_file():
+            checkpoints.load_weights(model, checkpoints.best)
+        # The moving averages trail the weights; the final weights get their own statistics.
+        estimate_bn_statistics(classifier, eval_train_ds)
+        checkpoints.save_weights(model, checkpoints.last)
+        state.phase = 3
+        state.epoch = 0
+        state.step = 0
+        state.wait = 0
+        state.phase_seconds["phase1"] = round(
+            state.phase_seconds.get("phase1", 0.0) + time.monotonic() - started, 3
+        )
+        state.save(checkpoints.state_path)
+    else:
+        checkpoints.load_weights(model, checkpoints.last)
     return state

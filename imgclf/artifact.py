@@ -1,15 +1,20 @@
 """One exported version loaded in memory, called through its own signatures.
 
-Uses only the artifact: the SavedModel, assets/labels.txt and model_card.json.
-The preprocessing is the one saved inside the model; nothing here decodes or
-normalises images.
+The one place that reads an artifact back: the trainer's parity check after export,
+the promotion gate (scoring the live version) and the server all load versions with
+`LoadedVersion` and check golden files with `replay_golden`. It imports nothing from
+imgclf.trainer or imgclf.server.
+
+Uses only the artifact: the SavedModel, assets/labels.txt, model_card.json and the
+golden files. The preprocessing is the one saved inside the model; nothing here
+decodes or normalises images.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,20 +23,30 @@ import tensorflow as tf
 from imgclf import contract, repository
 from imgclf.errors import BadImageError
 
-
-@dataclass(frozen=True)
-class Prediction:
-    label: str
-    score: float
+# bfloat16 keeps 8 significant bits, so a ResNet-50 run in it moves probabilities by about
+# 1e-2 (0.008-0.017 measured, bench/bf16.py and docs/BENCHMARKS.md). Under bfloat16 the
+# golden replay allows this much, and the top-1 class must stay the same on every golden
+# input whose stored top-1 leads the runner-up by at least BF16_MARGIN (closer calls are
+# ties that any rounding may flip).
+BF16_TOLERANCE = 0.05
+BF16_MARGIN = 0.02
 
 
 class LoadedVersion:
-    """A SavedModel version with its labels; thread-safe to call (TF functions are)."""
+    """A SavedModel version with its labels; thread-safe to call (TF functions are).
+
+    A staging folder (no model card yet) loads too: the export's parity check reads
+    the files it has just written exactly as a server will.
+    """
 
     def __init__(self, version_dir: str | Path) -> None:
         self.path = Path(version_dir)
         self.labels = repository.read_labels(self.path)
-        self.card = repository.read_model_card(self.path)
+        self.card = (
+            repository.read_model_card(self.path)
+            if (self.path / contract.MODEL_CARD_FILE).is_file()
+            else {}
+        )
         self._model = tf.saved_model.load(str(self.path))
         self.signatures = self._model.signatures
         missing = [s for s in contract.SIGNATURES if s not in self.signatures]
@@ -84,10 +99,39 @@ class LoadedVersion:
             raise BadImageError("not a decodable JPEG, PNG, GIF, BMP or WebP image") from exc
         return out[contract.OUTPUT_PROBABILITIES].numpy()
 
-    def top_k(self, probabilities: np.ndarray, k: int) -> list[list[Prediction]]:
-        k = max(1, min(k, len(self.labels)))
-        order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
-        return [
-            [Prediction(self.labels[i], float(row[i])) for i in idx]
-            for row, idx in zip(probabilities, order, strict=True)
-        ]
+
+def replay_golden(loaded: LoadedVersion, bfloat16: bool = False) -> float:
+    """Max |difference| between stored golden outputs and this process's predict path.
+
+    In fp32 the difference must stay within the manifest's tolerance (1e-5). Under
+    bfloat16 it may reach BF16_TOLERANCE, and top-1 must not change where the stored
+    answer was not a near tie (see BF16_MARGIN). Raises RuntimeError on a mismatch.
+    """
+    manifest_path = loaded.path / contract.GOLDEN_MANIFEST
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    images = [(loaded.path / entry["file"]).read_bytes() for entry in manifest["inputs"]]
+    expected = np.array([entry["probabilities"] for entry in manifest["inputs"]], np.float32)
+    batch = np.stack([loaded.preprocess(image) for image in images])
+    got = loaded.predict_images(batch)
+    tolerance = float(manifest.get("tolerance", contract.PARITY_TOLERANCE))
+    if got.shape != expected.shape:
+        raise RuntimeError(
+            f"golden replay mismatch: outputs shaped {got.shape}, stored {expected.shape}"
+        )
+    diff = float(np.max(np.abs(got - expected))) if len(expected) else 0.0
+    if bfloat16:
+        tolerance = max(tolerance, BF16_TOLERANCE)
+        ranked = np.sort(expected, axis=1)
+        clear = ranked[:, -1] - ranked[:, -2] >= BF16_MARGIN
+        flipped = np.flatnonzero(clear & (got.argmax(axis=1) != expected.argmax(axis=1)))
+        if len(flipped):
+            raise RuntimeError(
+                f"golden replay under bfloat16: top-1 class changed on golden inputs "
+                f"{flipped.tolist()}"
+            )
+    if diff > tolerance:
+        raise RuntimeError(
+            f"golden replay mismatch: max difference {diff:.2e} > tolerance {tolerance:.0e}"
+            + (" (bfloat16)" if bfloat16 else "")
+        )
+    return diff
