@@ -16,6 +16,7 @@ import requests
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from imgclf import registry
+from imgclf.client import Client, Conflict
 from imgclf.server.core import Target
 from tests.faults import (
     Traffic,
@@ -57,6 +58,12 @@ def test_promote_to_a_refused_version_is_409_and_changes_nothing(trained, tmp_pa
             assert answer.status_code == 409
             assert "golden replay mismatch" in answer.json()["error"]
             assert "unchanged (still version 1)" in answer.json()["error"]
+            assert registry.aliases(model_dir, "shapes") == {"stable": 1}
+            # The same refusal over gRPC (imgclf.v1 SetLabel) and through the client.
+            with Client(grpc_target=f"127.0.0.1:{server.grpc_port}") as client:
+                with pytest.raises(Conflict, match="golden replay mismatch"):
+                    client.set_label("shapes", "stable", 2)
+                assert client.set_label("shapes", "stable", 1) == {"stable": 1}
             assert registry.aliases(model_dir, "shapes") == {"stable": 1}
             wait_until(lambda: traffic.count >= 10)
         assert traffic.failures == []

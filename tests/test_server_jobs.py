@@ -153,6 +153,9 @@ def test_job_prefix_and_logs_over_rest_and_the_client(jobsrv):
         first = client.job_logs(job_id[:10])
         assert first["text"] == "epoch 1/2\nepoch 2/2\n" and first["next_offset"] == 20
         assert client.job_logs(job_id, offset=first["next_offset"])["text"] == ""
+    with Client(grpc_target=f"127.0.0.1:{jobsrv.grpc_port}", token=ADMIN) as client:
+        assert client.job_logs(job_id[:10]) == first
+        assert client.job_logs(job_id, offset=5)["text"] == "1/2\nepoch 2/2\n"
     bad = requests.get(f"{jobsrv.base}/v1/jobs/{job_id}/logs?offset=x", headers=AUTH, timeout=10)
     assert bad.status_code == 400
     anonymous = requests.get(f"{jobsrv.base}/v1/jobs/{job_id}/logs", timeout=10)

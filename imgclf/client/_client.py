@@ -149,10 +149,14 @@ class Client:
 
     def job_logs(self, job_id: str, offset: int = 0) -> dict[str, Any]:
         """The job's log from byte `offset`: `{"id", "status", "offset", "next_offset",
-        "text"}`; ask again from `next_offset` to follow it. REST only for now."""
-        if not hasattr(self._transport, "job_logs"):
-            raise NotImplementedError("job logs are served over REST: give rest_url")
+        "text"}`; ask again from `next_offset` to follow it."""
         return self._retry(lambda: self._transport.job_logs(job_id, offset))
+
+    def set_label(self, model: str, label: str, version: int) -> dict[str, int]:
+        """Point a version alias (stable, canary) at `version` (admin token): the server
+        loads and verifies it first; if it cannot serve, Conflict (409 /
+        FAILED_PRECONDITION) and nothing changes. Returns every alias after the change."""
+        return self._transport.set_label(model, label, version)
 
     def wait(
         self, job_id: str, *, progress: bool = True, timeout: float | None = None, poll: float = 1.0

@@ -19,6 +19,7 @@ _STATUS = {
     grpc.StatusCode.NOT_FOUND: 404,
     grpc.StatusCode.FAILED_PRECONDITION: 409,
     grpc.StatusCode.RESOURCE_EXHAUSTED: 413,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
 }
 
 
@@ -86,6 +87,20 @@ class GrpcTransport:
 
     def cancel(self, job_id: str) -> Job:
         return self._job(self._call("CancelJob", imgclf_pb2.CancelJobRequest(id=job_id)))
+
+    def job_logs(self, job_id: str, offset: int) -> dict[str, Any]:
+        answer = self._call("GetJobLogs", imgclf_pb2.GetJobLogsRequest(id=job_id, offset=offset))
+        return {
+            "id": answer.id,
+            "status": answer.status,
+            "offset": answer.offset,
+            "next_offset": answer.next_offset,
+            "text": answer.text,
+        }
+
+    def set_label(self, model: str, label: str, version: int) -> dict[str, int]:
+        request = imgclf_pb2.SetLabelRequest(model=model, label=label, version=version)
+        return dict(self._call("SetLabel", request).labels)
 
     def models(self) -> list[dict[str, Any]]:
         answer = self._call("ListModels", imgclf_pb2.ListModelsRequest())

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 from typing import Any
+from urllib.parse import quote
 
 import requests
 
@@ -77,6 +78,10 @@ class RestTransport:
 
     def job_logs(self, job_id: str, offset: int) -> dict[str, Any]:
         return self._call("GET", f"/v1/jobs/{job_id}/logs", params={"offset": offset})
+
+    def set_label(self, model: str, label: str, version: int) -> dict[str, int]:
+        path = f"/v1/models/{quote(model, safe='')}/labels/{quote(label, safe='')}"
+        return self._call("POST", path, json={"version": version})["labels"]
 
     def models(self) -> list[dict[str, Any]]:
         models = self._call("GET", "/v1/models")["models"]

@@ -247,6 +247,20 @@ def encode_job(record: dict) -> imgclf_pb2.Job:
     )
 
 
+def encode_job_logs(chunk: dict) -> imgclf_pb2.JobLogs:
+    return imgclf_pb2.JobLogs(
+        id=chunk["id"],
+        status=chunk["status"],
+        offset=chunk["offset"],
+        next_offset=chunk["next_offset"],
+        text=chunk["text"],
+    )
+
+
+def encode_aliases(name: str, aliases: dict[str, int]) -> imgclf_pb2.SetLabelResponse:
+    return imgclf_pb2.SetLabelResponse(model=name, labels=aliases)
+
+
 def encode_models(models: Sequence[dict]) -> imgclf_pb2.ListModelsResponse:
     response = imgclf_pb2.ListModelsResponse()
     for model in models:

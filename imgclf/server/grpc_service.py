@@ -210,6 +210,15 @@ class ImgclfService(imgclf_pb2_grpc.ImgclfServicer):
         self.auth.require("admin", _token(context))
         return grpc_codec.encode_job(self.control.cancel(request.id))
 
+    def GetJobLogs(self, request, context):
+        self.auth.require("admin", _token(context))
+        return grpc_codec.encode_job_logs(self.control.job_log(request.id, request.offset))
+
+    def SetLabel(self, request, context):
+        self.auth.require("admin", _token(context))
+        answer = self.control.promote(request.model, request.label, int(request.version))
+        return grpc_codec.encode_aliases(answer["name"], answer["labels"])
+
     def ListModels(self, request, context):
         self.auth.require("admin", _token(context))
         return grpc_codec.encode_models(self.control.models())

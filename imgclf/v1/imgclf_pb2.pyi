@@ -66,6 +66,53 @@ class CancelJobRequest(_message.Message):
     id: str
     def __init__(self, id: _Optional[str] = ...) -> None: ...
 
+class GetJobLogsRequest(_message.Message):
+    __slots__ = ("id", "offset")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    offset: int
+    def __init__(self, id: _Optional[str] = ..., offset: _Optional[int] = ...) -> None: ...
+
+class JobLogs(_message.Message):
+    __slots__ = ("id", "status", "offset", "next_offset", "text")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    NEXT_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    status: str
+    offset: int
+    next_offset: int
+    text: str
+    def __init__(self, id: _Optional[str] = ..., status: _Optional[str] = ..., offset: _Optional[int] = ..., next_offset: _Optional[int] = ..., text: _Optional[str] = ...) -> None: ...
+
+class SetLabelRequest(_message.Message):
+    __slots__ = ("model", "label", "version")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    label: str
+    version: int
+    def __init__(self, model: _Optional[str] = ..., label: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
+
+class SetLabelResponse(_message.Message):
+    __slots__ = ("model", "labels")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    labels: _containers.ScalarMap[str, int]
+    def __init__(self, model: _Optional[str] = ..., labels: _Optional[_Mapping[str, int]] = ...) -> None: ...
+
 class Job(_message.Message):
     __slots__ = ("id", "status", "name", "version", "error", "record_json")
     ID_FIELD_NUMBER: _ClassVar[int]

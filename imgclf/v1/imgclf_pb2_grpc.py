@@ -54,10 +54,20 @@ class ImgclfStub:
                 request_serializer=imgclf_dot_v1_dot_imgclf__pb2.CancelJobRequest.SerializeToString,
                 response_deserializer=imgclf_dot_v1_dot_imgclf__pb2.Job.FromString,
                 _registered_method=True)
+        self.GetJobLogs = channel.unary_unary(
+                '/imgclf.v1.Imgclf/GetJobLogs',
+                request_serializer=imgclf_dot_v1_dot_imgclf__pb2.GetJobLogsRequest.SerializeToString,
+                response_deserializer=imgclf_dot_v1_dot_imgclf__pb2.JobLogs.FromString,
+                _registered_method=True)
         self.ListModels = channel.unary_unary(
                 '/imgclf.v1.Imgclf/ListModels',
                 request_serializer=imgclf_dot_v1_dot_imgclf__pb2.ListModelsRequest.SerializeToString,
                 response_deserializer=imgclf_dot_v1_dot_imgclf__pb2.ListModelsResponse.FromString,
+                _registered_method=True)
+        self.SetLabel = channel.unary_unary(
+                '/imgclf.v1.Imgclf/SetLabel',
+                request_serializer=imgclf_dot_v1_dot_imgclf__pb2.SetLabelRequest.SerializeToString,
+                response_deserializer=imgclf_dot_v1_dot_imgclf__pb2.SetLabelResponse.FromString,
                 _registered_method=True)
 
 
@@ -91,8 +101,23 @@ class ImgclfServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetJobLogs(self, request, context):
+        """The job's log from a byte offset; ask again from next_offset to follow it (admin token).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListModels(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetLabel(self, request, context):
+        """Point a version alias (stable, canary) at a version (admin token). The version is
+        loaded and verified first; if it cannot serve: FAILED_PRECONDITION, nothing changes.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -120,10 +145,20 @@ def add_ImgclfServicer_to_server(servicer, server):
                     request_deserializer=imgclf_dot_v1_dot_imgclf__pb2.CancelJobRequest.FromString,
                     response_serializer=imgclf_dot_v1_dot_imgclf__pb2.Job.SerializeToString,
             ),
+            'GetJobLogs': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetJobLogs,
+                    request_deserializer=imgclf_dot_v1_dot_imgclf__pb2.GetJobLogsRequest.FromString,
+                    response_serializer=imgclf_dot_v1_dot_imgclf__pb2.JobLogs.SerializeToString,
+            ),
             'ListModels': grpc.unary_unary_rpc_method_handler(
                     servicer.ListModels,
                     request_deserializer=imgclf_dot_v1_dot_imgclf__pb2.ListModelsRequest.FromString,
                     response_serializer=imgclf_dot_v1_dot_imgclf__pb2.ListModelsResponse.SerializeToString,
+            ),
+            'SetLabel': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetLabel,
+                    request_deserializer=imgclf_dot_v1_dot_imgclf__pb2.SetLabelRequest.FromString,
+                    response_serializer=imgclf_dot_v1_dot_imgclf__pb2.SetLabelResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -245,6 +280,33 @@ class Imgclf:
             _registered_method=True)
 
     @staticmethod
+    def GetJobLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imgclf.v1.Imgclf/GetJobLogs',
+            imgclf_dot_v1_dot_imgclf__pb2.GetJobLogsRequest.SerializeToString,
+            imgclf_dot_v1_dot_imgclf__pb2.JobLogs.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def ListModels(request,
             target,
             options=(),
@@ -261,6 +323,33 @@ class Imgclf:
             '/imgclf.v1.Imgclf/ListModels',
             imgclf_dot_v1_dot_imgclf__pb2.ListModelsRequest.SerializeToString,
             imgclf_dot_v1_dot_imgclf__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetLabel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imgclf.v1.Imgclf/SetLabel',
+            imgclf_dot_v1_dot_imgclf__pb2.SetLabelRequest.SerializeToString,
+            imgclf_dot_v1_dot_imgclf__pb2.SetLabelResponse.FromString,
             options,
             channel_credentials,
             insecure,
