@@ -75,9 +75,34 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def verify_servable(model_dir, name: str, version: int) -> None:
+    """Load the version and replay its golden files, as a server does before it lets a
+    label move there: a label is never pointed at a version that cannot serve."""
+    from imgclf import repository
+    from imgclf.errors import Conflict, RepositoryError
+    from imgclf.tf_quiet import import_tensorflow_quietly
+
+    if version not in repository.list_versions(model_dir, name):
+        raise RepositoryError(
+            f"no version {version} of model {name!r} in {model_dir}; see 'imgclf models {name}'"
+        )
+    import_tensorflow_quietly()
+    from imgclf.artifact import LoadedVersion, replay_golden
+
+    try:
+        replay_golden(LoadedVersion(repository.version_path(model_dir, name, version)))
+    except (RepositoryError, RuntimeError, OSError, ValueError) as exc:
+        raise Conflict(
+            f"version {version} of {name!r} cannot serve ({exc}); the label is unchanged "
+            "(--no-verify skips this check)"
+        ) from None
+
+
 def cmd_promote(args: argparse.Namespace, settings: Settings) -> int:
     from imgclf import registry
 
+    if args.verify:
+        verify_servable(_model_dir(args, settings), args.name, args.version)
     aliases = registry.set_alias(
         _model_dir(args, settings), args.name, args.label, args.version, by="imgclf promote"
     )
@@ -93,7 +118,11 @@ def cmd_promote(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
     from imgclf import registry
 
-    version = registry.rollback(_model_dir(args, settings), args.name, args.label)
+    model_dir = _model_dir(args, settings)
+    if args.verify:
+        target = registry.rollback_target(model_dir, args.name, args.label)
+        verify_servable(model_dir, args.name, target)
+    version = registry.rollback(model_dir, args.name, args.label)
     if args.json:
         emit_json({"name": args.name, "label": args.label, "version": version})
     else:
@@ -190,6 +219,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     promote.add_argument("--label", default="stable")
     promote.add_argument("--model-dir")
     promote.add_argument("--json", action="store_true")
+    promote.add_argument(
+        "--no-verify",
+        dest="verify",
+        action="store_false",
+        help="skip loading the version and replaying its golden files first",
+    )
     promote.set_defaults(func=cmd_promote)
 
     rollback = sub.add_parser("rollback", help="move a label back to its previous version")
@@ -197,6 +232,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     rollback.add_argument("--label", default="stable")
     rollback.add_argument("--model-dir")
     rollback.add_argument("--json", action="store_true")
+    rollback.add_argument(
+        "--no-verify",
+        dest="verify",
+        action="store_false",
+        help="skip loading the version and replaying its golden files first",
+    )
     rollback.set_defaults(func=cmd_rollback)
 
     show = sub.add_parser("show", help="a version's card summary and report path")

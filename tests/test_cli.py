@@ -324,3 +324,35 @@ def test_show_delete_and_completion(trained, tmp_path, capsys):
         timeout=30,
     )
     assert done.stdout.split() == ["logs"]
+
+
+def test_promote_and_rollback_verify_the_version_first(tmp_path, trained):
+    """A label is never pointed at a version that cannot serve, from the CLI either."""
+    from imgclf import registry
+    from tests.faults import refused_version
+    from tests.servers import copy_version
+
+    models = tmp_path / "models"
+    copy_version(trained.version_dir, models, "shapes", 1)
+    refused_version(trained.version_dir, models, "shapes", 2)
+    copy_version(trained.version_dir, models, "shapes", 3)
+    registry.set_alias(models, "shapes", "stable", 1, by="test")
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "imgclf", *args, "--model-dir", str(models)],
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    _one_line_error(cli("promote", "shapes", "2"), "cannot serve", "golden", "unchanged")
+    assert registry.aliases(models, "shapes") == {"stable": 1}
+    assert cli("promote", "shapes", "3").returncode == 0
+    assert registry.aliases(models, "shapes") == {"stable": 3}
+    assert cli("rollback", "shapes").returncode == 0
+    assert registry.aliases(models, "shapes") == {"stable": 1}
+    # --no-verify trusts the caller (the server will still refuse to serve it).
+    assert cli("promote", "shapes", "2", "--no-verify").returncode == 0
+    assert registry.aliases(models, "shapes") == {"stable": 2}
