@@ -5,26 +5,32 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from imgclf.errors import InvalidInput
 from imgclf.settings import Settings
 
 
 def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
-    from imgclf.cli import CliError
     from imgclf.config import load_config_file, parse_config
 
     config = parse_config(load_config_file(args.config) if args.config else {})
     if args.name and args.kfold_dir:
-        raise CliError("give --name (a model version) or --kfold-dir, not both")
+        raise InvalidInput("give --name (a model version) or --kfold-dir, not both")
     version_dir = None
     if args.name:
-        from imgclf import repository
+        from imgclf import registry, repository
+        from imgclf.tf_quiet import import_tensorflow_quietly
 
         model_dir = Path(args.model_dir) if args.model_dir else settings.model_dir
-        version = args.version or repository.latest_version(model_dir, args.name)
+        # The version a server would answer with, unless one is named.
+        version = registry.repository_version(
+            model_dir,
+            args.name,
+            policy=settings.version_policy,
+            specific=settings.serve_versions,
+            version=args.version,
+        )
         version_dir = repository.version_path(model_dir, args.name, version)
-        import os
-
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads
+        import_tensorflow_quietly()
     from imgclf.audit import audit_folder
     from imgclf.audit.report import console_lines, write_html, write_json
 
