@@ -140,11 +140,18 @@ def parse_ref(text: str) -> tuple[str, int | None]:
     return name, int(version) if version else None
 
 
-def card_summary(model_dir, name: str, version: int | None) -> dict:
-    """What a person wants from a version's model card, and where its report is."""
+def card_summary(model_dir, name: str, version: int | None, settings: Settings) -> dict:
+    """What a person wants from a version's model card, and where its report is; by
+    default the version a server would answer with."""
     from imgclf import registry, repository
 
-    version = registry.resolve(model_dir, name, version=version)
+    version = registry.repository_version(
+        model_dir,
+        name,
+        policy=settings.version_policy,
+        specific=settings.serve_versions,
+        version=version,
+    )
     folder = repository.version_path(model_dir, name, version)
     card = repository.read_model_card(folder)
     report = folder / "report" / "report.html"
@@ -170,7 +177,7 @@ def card_summary(model_dir, name: str, version: int | None) -> dict:
 
 def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
     name, version = args.ref
-    summary = card_summary(_model_dir(args, settings), name, version)
+    summary = card_summary(_model_dir(args, settings), name, version, settings)
     if args.json:
         emit_json(summary)
         return 0

@@ -227,7 +227,7 @@ def resolve_version(
         if int(version) not in served:
             known = ", ".join(map(str, sorted(served))) or "none"
             raise RepositoryError(
-                f"no version {version} of model {quote(name)} is being served (versions: {known})"
+                f"no version {version} of model {quote(name)} (versions: {known})"
             )
         return int(version)
     stable = aliases.get(STABLE)
