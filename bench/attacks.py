@@ -122,7 +122,9 @@ def short(answer: requests.Response) -> str:
         message = answer.json().get("error", "")
     except ValueError:
         message = answer.text
-    return f"{answer.status_code} {message[:110]}".strip()
+    if len(message) > 110:  # cut at a word, so no setting name is left half-written
+        message = message[:110].rsplit(" ", 1)[0] + " ..."
+    return f"{answer.status_code} {message}".strip()
 
 
 def run_attacks(root: Path, image_size: int) -> list[dict]:
