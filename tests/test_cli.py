@@ -264,7 +264,9 @@ def test_jobs_through_the_cli_prefix_follow_logs_and_worker_hint(tmp_path, redis
         assert followed.returncode == (0 if final["status"] == "succeeded" else 1)
         assert f"job {job_id} {final['status']} (train shapes)" in followed.stderr
         # Progress from the typed events: phase, epoch, batch, percent and ETA.
-        assert re.search(r"phase 1 \(head\) epoch \d/2 batch \d/\d+ \d+% .*ETA", followed.stderr)
+        assert re.search(
+            r"phase 1 \((head|whole network)\) epoch \d/\d batch \d/\d+ \d+% .*ETA", followed.stderr
+        )
         assert f"job {job_id}  {final['status']}" in followed.stdout  # the full id
         logs = cli("logs", prefix)
         assert logs.returncode == 0, logs.stderr

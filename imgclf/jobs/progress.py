@@ -32,7 +32,7 @@ def describe_progress(progress: ProgressEvent) -> str:
     if progress.final:
         parts.append("training the chosen config")
     if progress.stage == "train":
-        phase = "head" if progress.phase == 1 else "fine-tune"
+        phase = progress.phase_name or ("head" if progress.phase == 1 else "fine-tune")
         line = (
             f"phase {progress.phase} ({phase}) epoch {progress.epoch}/{progress.epochs} "
             f"batch {progress.batch}/{progress.steps}"

@@ -22,6 +22,7 @@ class ProgressEvent(BaseModel):
 
     stage: str | None = None
     phase: int | None = None
+    phase_name: str | None = None  # head, fine-tune, whole network
     epoch: int | None = None
     epochs: int | None = None
     batch: int | None = None

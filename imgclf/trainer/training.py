@@ -153,8 +153,11 @@ class _EpochCallback(keras.callbacks.Callback):
         later_steps: int,
         patience: int,
         hooks: Hooks,
+        phase_name: str = "",
     ) -> None:
         super().__init__()
+        # What the phase trains, for people watching progress (head, fine-tune, whole network).
+        self.phase_name = phase_name or ("head" if phase == 1 else "fine-tune")
         self.saved = saved
         self.last = last
         self.best = best
@@ -192,6 +195,7 @@ class _EpochCallback(keras.callbacks.Callback):
                 {
                     "stage": "train",
                     "phase": self.phase,
+                    "phase_name": self.phase_name,
                     "epoch": self._epoch + 1,
                     "epochs": self.epochs,
                     "batch": batch + 1,
@@ -530,6 +534,7 @@ def _train_from_scratch(
                     later_steps=0,
                     patience=patience,
                     hooks=hooks,
+                    phase_name="whole network",
                 ),
             ]
             if tensorboard_dir is not None:
