@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -15,7 +16,9 @@ from imgclf import contract, repository
 from imgclf.config import parse_config
 from imgclf.errors import ConfigError, Rejected
 from imgclf.trainer import hardware
+from imgclf.trainer.data import Sample
 from imgclf.trainer.diagnosis import explain_refusal
+from imgclf.trainer.experiment import mixed_order
 from imgclf.trainer.model import (
     FINE_TUNE,
     FROM_SCRATCH,
@@ -36,6 +39,17 @@ def _tensors(n: int = 16, size: int = 32, seed: int = 0) -> tf.data.Dataset:
     x = rng.normal(0, 20, (n, size, size, 3)) + np.where(labels, 40, -40)[:, None, None, None]
     y = np.eye(2, dtype="float32")[labels]
     return tf.data.Dataset.from_tensor_slices((x.astype("float32"), y)).batch(8)
+
+
+def test_statistics_batches_mix_the_classes_of_a_class_sorted_split():
+    # Splits list samples class by class; statistics estimated from one-class batches
+    # described activations inference never sees (validation loss 10-60 on patches).
+    split = [Sample(Path(f"{label}/{i}.png"), label) for label in "abc" for i in range(16)]
+    mixed = mixed_order(split, seed=42)
+    assert sorted(mixed, key=str) == sorted(split, key=str)
+    assert mixed == mixed_order(split, seed=42)
+    batches = [mixed[i : i + 16] for i in range(0, len(mixed), 16)]
+    assert all(len({s.label for s in batch}) == 3 for batch in batches)
 
 
 @pytest.mark.parametrize(
