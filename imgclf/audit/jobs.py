@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from imgclf import repository
+from imgclf import registry, repository
 from imgclf.audit.core import audit_folder
 from imgclf.audit.report import write_html, write_json
 from imgclf.config import TrainConfig
@@ -25,7 +25,8 @@ def run_audit_job(
     `report` (the HTML page; audit.json lies next to it)."""
     version_dir = None
     if name is not None:
-        version = version or repository.latest_version(model_dir, name)
+        # The version a server (default policy) answers with, unless the job names one.
+        version = registry.repository_version(model_dir, name, version=version)
         version_dir = repository.version_path(model_dir, name, version)
     report = audit_folder(
         data,

@@ -27,7 +27,9 @@ from imgclf.errors import Forbidden, UnsupportedMediaType
 from imgclf.settings import Settings
 
 _LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]"}
-_PREDICT_VERB = re.compile(r":(predict|classify|upload)$")
+# Any ":verb" on a model path is a data-plane call (predict, classify, upload, regress,
+# or an unknown verb that gets its 404): none changes state.
+_PREDICT_VERB = re.compile(r":[^/:]+$")
 _SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 
 
