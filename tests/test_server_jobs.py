@@ -155,7 +155,7 @@ def test_job_prefix_and_logs_over_rest_and_the_client(jobsrv):
         assert client.job_logs(job_id, offset=first["next_offset"])["text"] == ""
     with Client(grpc_target=f"127.0.0.1:{jobsrv.grpc_port}", token=ADMIN) as client:
         assert client.job_logs(job_id[:10]) == first
-        assert client.job_logs(job_id, offset=5)["text"] == "1/2\nepoch 2/2\n"
+        assert client.job_logs(job_id, offset=5)["text"] == " 1/2\nepoch 2/2\n"
     bad = requests.get(f"{jobsrv.base}/v1/jobs/{job_id}/logs?offset=x", headers=AUTH, timeout=10)
     assert bad.status_code == 400
     anonymous = requests.get(f"{jobsrv.base}/v1/jobs/{job_id}/logs", timeout=10)
