@@ -7,14 +7,15 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 import uuid
 
 import pytest
 import redis
 
 from imgclf.errors import InvalidInput, Unavailable
-from imgclf.jobs.service import celery_sender, submit_job
-from imgclf.jobs.store import RedisJobStore
+from imgclf.jobs.service import celery_sender, record_job, submit_job
+from imgclf.jobs.store import RedisJobStore, open_store
 from imgclf.settings import Settings
 
 pytestmark = pytest.mark.faults
@@ -103,3 +104,39 @@ def test_a_nul_byte_in_the_data_path_is_a_400(setup):
     live, store, _, document = setup
     with pytest.raises(InvalidInput, match="NUL byte"):
         submit_job({**document, "data": "shapes\0x"}, settings=live, store=store, send=None)
+
+
+def test_a_job_stored_but_never_sent_is_sent_by_a_janitor_and_runs_once(
+    redis_url, shapes_dir, tmp_path
+):
+    from tests.workers import WorkerProcess, isolated_queue, wait_final
+
+    settings, env = isolated_queue(
+        tmp_path, redis_url, [shapes_dir.parent], lease_seconds=2, janitor_interval=0.5
+    )
+    store = open_store(redis_url, settings.key_prefix)
+    # The submitter stored the job and died before sending its task.
+    document = {"kind": "audit", "name": "shapes", "data": str(shapes_dir)}
+    record, created = record_job(document, settings=settings, store=store)
+    assert created and record["status"] == "queued" and record["sent_at"] is None
+    # Within the grace period it is the submitter's to send: no janitor takes it.
+    assert store.claim_unsent(record["id"], grace_seconds=3600) is None
+    log = tmp_path / "worker.log"
+    worker = WorkerProcess(env, log).wait_ready()
+    try:
+        final = wait_final(store, record["id"], timeout=120)
+        assert final["status"] == "succeeded", final["error"]
+        assert final["attempts"] == 1 and final["sent_at"]
+        assert "stored but never queued" in log.read_text()
+        # A late second message for the job (a submitter that was only slow) is
+        # consumed without running the job again.
+        celery_sender(settings)(record["id"], "audit")
+        deadline = time.monotonic() + 60
+        while log.read_text().count("] succeeded in") < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert log.read_text().count("] succeeded in") == 2, log.read_text()[-3000:]
+        again = store.get(record["id"])
+        assert again["attempts"] == 1 and again["finished_at"] == final["finished_at"]
+    finally:
+        worker.stop()
+        store.close()

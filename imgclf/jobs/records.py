@@ -74,6 +74,9 @@ class JobRecord(BaseModel):
     cancel_requested: bool = False
     # True once the broker refused the job's task: the same idempotency key may resubmit it.
     unsent: bool = False
+    # When its task reached the broker. None on a new record until the submitter has sent
+    # it: a submitter that died in between leaves it so, and a worker's janitor sends it.
+    sent_at: str | None = None
 
     def document(self) -> dict[str, Any]:
         """The JSON document the store writes (and --json / REST return)."""

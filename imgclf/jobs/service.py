@@ -34,6 +34,24 @@ def submit_job(
 ) -> dict[str, Any]:
     """Validate, record and queue a job. Returns its record (the existing one for a
     repeated idempotency key). Bad documents raise before anything is stored."""
+    record, created = record_job(document, settings=settings, store=store)
+    if not created:
+        # The same key again. A job whose task never reached the broker is taken back
+        # and sent now; any other (or one a concurrent retry took first) is returned.
+        requeued = store.requeue_unsent(record["id"])
+        if requeued is None:
+            return store.get(record["id"])
+        record = requeued
+    _send(store, send, record)
+    return record
+
+
+def record_job(
+    document: dict[str, Any], *, settings: Settings, store: JobStore
+) -> tuple[dict[str, Any], bool]:
+    """Validate and store a queued job, not yet sent (`sent_at` None until it is: if the
+    submitter dies before sending, a worker's janitor sends it; see
+    `imgclf.worker.runner.send_unsent`). Returns the record and whether it is new."""
     spec = parse_job(document)
     resolve_data_path(spec.data, settings.data_roots)
     job_id = new_job_id()
@@ -47,16 +65,7 @@ def submit_job(
         spec=spec.model_dump(mode="json"),
         created_at=now_iso(),
     ).document()
-    record, created = store.create(record, spec.idempotency_key)
-    if not created:
-        # The same key again. A job whose task never reached the broker is taken back
-        # and sent now; any other (or one a concurrent retry took first) is returned.
-        requeued = store.requeue_unsent(record["id"])
-        if requeued is None:
-            return store.get(record["id"])
-        record = requeued
-    _send(store, send, record)
-    return record
+    return store.create(record, spec.idempotency_key)
 
 
 def _send(store: JobStore, send: Sender, record: dict[str, Any]) -> None:
@@ -69,6 +78,7 @@ def _send(store: JobStore, send: Sender, record: dict[str, Any]) -> None:
             f"the job queue is unreachable ({exc}); try again (the same idempotency key "
             "resubmits this job)"
         ) from None
+    store.mark_sent(record["id"])
 
 
 def cancel_job(store: JobStore, job_id: str) -> dict[str, Any]:

@@ -43,6 +43,11 @@ def _status_change(from_statuses: Iterable[str], to_status: str, fields: dict[st
     return change
 
 
+def _age_seconds(stamp: str) -> float:
+    """Seconds since an ISO time written by `now_iso`."""
+    return (datetime.now(UTC) - datetime.fromisoformat(stamp)).total_seconds()
+
+
 def new_job_id() -> str:
     return uuid.uuid4().hex
 
@@ -134,10 +139,39 @@ class JobStore(ABC):
                 **record,
                 "status": "queued",
                 "unsent": False,
+                "sent_at": None,
                 "error": None,
                 "finished_at": None,
                 "updated_at": now_iso(),
             }
+
+        return self._apply(job_id, change)
+
+    def mark_sent(self, job_id: str) -> dict[str, Any] | None:
+        """Its task reached the broker: the janitor's sweep for unsent jobs skips it."""
+
+        def change(record: dict[str, Any]) -> dict[str, Any] | None:
+            if record.get("sent_at"):
+                return None
+            return {**record, "sent_at": now_iso()}
+
+        return self._apply(job_id, change)
+
+    def claim_unsent(self, job_id: str, grace_seconds: float) -> dict[str, Any] | None:
+        """Take a queued job whose submitter stored it but never sent it (it died in
+        between) for sending, once `grace_seconds` passed since it was stored or last
+        claimed; None if it is not one. Claiming restarts the grace period, so of several
+        janitors only one sends it, and a janitor that dies after claiming leaves it to the
+        next sweep. Records written before `sent_at` existed have no such key and are
+        never taken."""
+
+        def change(record: dict[str, Any]) -> dict[str, Any] | None:
+            if record["status"] != "queued" or "sent_at" not in record or record["sent_at"]:
+                return None
+            stamp = record.get("updated_at") or record.get("created_at")
+            if stamp and _age_seconds(stamp) < grace_seconds:
+                return None
+            return {**record, "updated_at": now_iso()}
 
         return self._apply(job_id, change)
 

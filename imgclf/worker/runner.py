@@ -207,3 +207,21 @@ def requeue_orphans(store: JobStore, send, limit: int = 500) -> list[str]:
             requeued.append(record["id"])
             log.warning("job %s lost its worker; requeued", record["id"])
     return requeued
+
+
+def send_unsent(store: JobStore, send, grace_seconds: float, limit: int = 500) -> list[str]:
+    """Jobs stored as queued but never sent (their submitter died between storing and
+    sending) are sent once `grace_seconds` passed. Safe if the submitter was only slow:
+    a job id is the task's unit of work, so a second message for it finds the job
+    running (`Busy`, retried) or ended (skipped) and never runs it twice."""
+    sent = []
+    for record in store.list(limit):
+        if record["status"] != "queued" or store.claim_unsent(record["id"], grace_seconds) is None:
+            continue
+        send(record["id"])
+        store.mark_sent(record["id"])
+        sent.append(record["id"])
+        log.warning(
+            "job %s was stored but never queued (its submitter stopped); sent", record["id"]
+        )
+    return sent

@@ -23,7 +23,7 @@ from imgclf.jobs.service import KIND_TASKS, task_for
 from imgclf.jobs.store import JobNotFound, JobStore
 from imgclf.settings import Settings
 from imgclf.worker.metrics import JobMetrics
-from imgclf.worker.runner import Busy, job_summary, requeue_orphans, run_job
+from imgclf.worker.runner import Busy, job_summary, requeue_orphans, run_job, send_unsent
 
 log = logging.getLogger(__name__)
 PROGRESS = "PROGRESS"
@@ -69,7 +69,8 @@ def _register(
 
 
 def start_janitor(app: Celery, settings: Settings, store: JobStore) -> threading.Event:
-    """Periodically requeue jobs whose worker died (any broker, embedded included)."""
+    """Periodically requeue jobs whose worker died, and send jobs whose submitter died
+    before sending them (any broker, embedded included)."""
     stop = threading.Event()
 
     def send(job_id: str) -> None:
@@ -83,6 +84,7 @@ def start_janitor(app: Celery, settings: Settings, store: JobStore) -> threading
         while not stop.wait(settings.janitor_interval):
             try:
                 requeue_orphans(store, send)
+                send_unsent(store, send, grace_seconds=settings.lease_seconds)
             except Exception:  # a broker/store hiccup must not kill the janitor
                 log.exception("janitor pass failed")
 
