@@ -22,7 +22,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -183,25 +183,51 @@ def apply_retention(model_dir: str | Path, name: str, keep: int) -> list[int]:
     return deleted
 
 
+# The roles a version policy adds next to the labels (labels cannot contain ':').
+LATEST_ROLE = "policy:latest"
+
+
+def policy_roles(
+    versions: Collection[int],
+    aliases: Mapping[str, int],
+    policy: str = "latest",
+    specific: Collection[int] = (),
+    may_try: Callable[[int], bool] = lambda version: True,
+) -> dict[str, int]:
+    """role -> the version it wants under `policy` (settings.version_policy): every label,
+    and the policy's own roles. The one place the version policies' rules live.
+
+    latest: the labels plus the newest version; labelled: the labels (plus the newest
+    when no label names an existing version); specific: each listed version
+    (`policy:version N`) and the labels that name a listed version. Labels are kept even
+    when they name a missing version, so the server can say so. `may_try` says which
+    versions are worth trying: the server's skips a refused version until its files
+    change, so the newest is the newest worth trying.
+    """
+    existing = set(versions)
+    if policy == "specific":
+        listed = set(specific)
+        roles = {label: v for label, v in aliases.items() if v in listed}
+        roles.update({f"policy:version {v}": v for v in sorted(listed)})
+        return roles
+    roles = dict(aliases)
+    if policy == "labelled" and any(v in existing for v in aliases.values()):
+        return roles
+    candidates = [v for v in existing if may_try(v)]
+    if candidates:
+        roles[LATEST_ROLE] = max(candidates)
+    return roles
+
+
 def policy_versions(
     versions: Collection[int],
     aliases: Mapping[str, int],
     policy: str = "latest",
     specific: Collection[int] = (),
 ) -> set[int]:
-    """The versions a server keeps loaded under `policy` (settings.version_policy).
-
-    latest: every aliased version plus the newest; labelled: the aliased versions (the
-    newest when none is aliased); specific: the listed versions that exist.
-    """
+    """The existing versions a server keeps loaded under `policy` (see `policy_roles`)."""
     existing = set(versions)
-    aliased = {v for v in aliases.values() if v in existing}
-    newest = {max(existing)} if existing else set()
-    if policy == "specific":
-        return set(specific) & existing
-    if policy == "labelled":
-        return aliased or newest
-    return aliased | newest
+    return {v for v in policy_roles(versions, aliases, policy, specific).values() if v in existing}
 
 
 def resolve_version(

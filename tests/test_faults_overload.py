@@ -1,18 +1,23 @@
 """503s carry Retry-After (REST header, gRPC trailing metadata) and the client waits that
-long instead of its own backoff; the default queue bound refuses before threads run out."""
+long instead of its own backoff; the default queue bound refuses before threads run out,
+and under a real overload at the default settings the excess is refused while the
+accepted requests answer correctly (bench/overload.py measures the latencies)."""
 
 from __future__ import annotations
 
 import base64
+import json
+import threading
 import time
 
+import numpy as np
 import pytest
 import requests
 
 from imgclf.client import Client, ServerUnavailable
 from imgclf.server.app import ImgclfServer
 from imgclf.settings import Settings
-from tests.images import png, rgb_array
+from tests.images import jpeg, png, rgb_array
 
 pytestmark = pytest.mark.faults
 
@@ -53,3 +58,55 @@ def test_default_queue_bound_is_below_the_thread_count():
     assert settings.queue_bound() + settings.max_batch_size < settings.server_threads
     assert Settings(server_threads=8).queue_bound() == 8  # fewer threads than a batch
     assert Settings(max_queue=5).queue_bound() == 5
+
+
+def test_overload_at_the_default_settings_refuses_with_retry_after(trained, tmp_path):
+    from tests.servers import copy_version
+
+    copy_version(trained.version_dir, tmp_path / "models", "shapes", 1)
+    # The default threads, batch size and queue bound: only the ports are chosen here.
+    server = ImgclfServer(Settings(model_dir=tmp_path / "models", rest_port=0, grpc_port=0))
+    server.start()
+    try:
+        assert server.wait_ready(120)
+        url = f"http://127.0.0.1:{server.rest_port}/v1/models/shapes:predict"
+        # Small files that decode to large canvases, several a request: each batch takes
+        # long enough for the queue to fill, while the bodies stay cheap to send and parse.
+        colours = [(200, 40, 40), (40, 200, 40), (40, 40, 200), (200, 200, 40)]
+        images = [jpeg(np.full((1536, 1536, 3), c, np.uint8)) for c in colours]
+        body = json.dumps({"instances": [{"b64": base64.b64encode(i).decode()} for i in images]})
+        headers = {"Content-Type": "application/json"}
+        expected = requests.post(url, data=body, headers=headers, timeout=60).json()
+        answers: list[tuple[int, str | None, dict]] = []
+        stop = threading.Event()
+
+        def client() -> None:
+            session = requests.Session()
+            while not stop.is_set():
+                answer = session.post(url, data=body, headers=headers, timeout=60)
+                answers.append(
+                    (answer.status_code, answer.headers.get("Retry-After"), answer.json())
+                )
+
+        def seen(status: int) -> int:
+            return sum(1 for a in answers if a[0] == status)
+
+        clients = [threading.Thread(target=client, daemon=True) for _ in range(96)]
+        for thread in clients:
+            thread.start()
+        deadline = time.monotonic() + 60
+        while (seen(503) < 3 or seen(200) < 8) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        stop.set()
+        for thread in clients:
+            thread.join(60)
+    finally:
+        server.stop()
+    assert {status for status, _, _ in answers} == {200, 503}, {a[0] for a in answers}
+    refused = [a for a in answers if a[0] == 503]
+    assert len(refused) >= 3
+    assert all(retry == "1" and "overloaded" in body["error"] for _, retry, body in refused)
+    for status, _, body in answers:
+        if status == 200:  # accepted requests still answer, and answer right
+            for got, want in zip(body["predictions"], expected["predictions"], strict=True):
+                assert got["probabilities"] == pytest.approx(want["probabilities"], abs=1e-4)

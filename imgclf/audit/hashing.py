@@ -14,11 +14,14 @@ different pictures differ in about half of them.
 from __future__ import annotations
 
 import hashlib
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+from imgclf.trainer.data import NOT_DECODABLE, read_image_file
 
 HASH_SIZE = 8  # 8x8 DCT coefficients -> 64 bits
 _DCT_INPUT = 32
@@ -70,16 +73,13 @@ def _is_grey(image: Image.Image) -> bool:
 
 def read_facts(path: Path) -> ImageFacts | str:
     """The facts of one file, or why it cannot be read (a short reason)."""
+    data = read_image_file(path)
+    if isinstance(data, str):
+        return data
     try:
-        data = path.read_bytes()
-    except OSError as exc:
-        return f"unreadable: {exc.strerror}"
-    if not data:
-        return "empty file"
-    try:
-        with Image.open(path) as image:
+        with Image.open(io.BytesIO(data)) as image:
             if image.format not in FORMATS:
-                return "not a decodable JPEG/PNG/GIF/BMP image"
+                return NOT_DECODABLE
             width, height = image.size
             image.draft("RGB", (_DCT_INPUT * 2, _DCT_INPUT * 2))  # JPEG only: decode small
             image.load()

@@ -120,7 +120,7 @@ def run_warmup(loaded: LoadedVersion) -> int:
     return count
 
 
-LATEST = "policy:latest"  # the version policy's role; labels cannot contain ':'
+LATEST = registry.LATEST_ROLE
 _MAX_BACKOFF_S = 60.0
 
 
@@ -240,24 +240,16 @@ class ModelManager:
         return dict(model.file_labels)
 
     def _wanted(self, model: ModelState, versions: list[int], labels: dict[str, int]) -> dict:
-        """role -> the version it should move to (labels, and the version policy)."""
-        policy = self.settings.version_policy
-        wanted: dict[str, int] = dict(labels)
-        if policy == "specific":
-            # Labels may only name versions this policy serves (set_label refuses others).
-            served = set(self.settings.serve_versions)
-            wanted = {label: v for label, v in labels.items() if v in served}
-            for version in served:
-                wanted[f"policy:version {version}"] = version
-            return wanted
-        if policy == "labelled" and labels:
-            return wanted
-        # The newest version that is worth trying: a refused one counts again only
-        # once its files have changed and its backoff has passed.
-        candidates = [v for v in versions if self._may_try(model, v)]
-        if candidates:
-            wanted[LATEST] = max(candidates)
-        return wanted
+        """role -> the version it should move to (labels, and the version policy). A
+        refused version counts for the policy again only once its files have changed
+        and its backoff has passed."""
+        return registry.policy_roles(
+            versions,
+            labels,
+            self.settings.version_policy,
+            self.settings.serve_versions,
+            may_try=lambda version: self._may_try(model, version),
+        )
 
     def _may_try(self, model: ModelState, version: int, *, now: float | None = None) -> bool:
         served = model.versions.get(version)

@@ -25,6 +25,18 @@ from imgclf.config import IMBALANCE_RATIO
 from imgclf.errors import DataError
 
 SPLITS = ("train", "val", "test")
+# The reason a file is skipped when its bytes do not decode (training's scan, the audit).
+NOT_DECODABLE = "not a decodable JPEG/PNG/GIF/BMP image"
+
+
+def read_image_file(path: Path) -> bytes | str:
+    """The file's bytes, or why there are none to decode (a short reason): the prelude
+    of every check that decides whether a file is a usable image."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return f"unreadable: {exc.strerror}"
+    return data if data else "empty file"
 
 
 @dataclass(frozen=True)

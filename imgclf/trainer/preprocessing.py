@@ -15,6 +15,7 @@ import keras
 import tensorflow as tf
 
 from imgclf import contract
+from imgclf.trainer.data import NOT_DECODABLE, read_image_file
 
 _MEANS_BGR = tf.constant(contract.IMAGENET_BGR_MEANS, dtype=tf.float32)
 
@@ -46,16 +47,13 @@ def make_preprocess(image_size: int) -> tf.types.experimental.PolymorphicFunctio
 
 def image_problem(preprocess: PreprocessFn, path: Path) -> str | None:
     """None when `preprocess` accepts the file, else a short reason. Used to skip bad files."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        return f"unreadable: {exc.strerror}"
-    if not data:
-        return "empty file"
+    data = read_image_file(path)
+    if isinstance(data, str):
+        return data
     try:
         preprocess(tf.constant(data))
     except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError):
-        return "not a decodable JPEG/PNG/GIF/BMP image"
+        return NOT_DECODABLE
     return None
 
 
