@@ -9,25 +9,26 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
 
 from imgclf.jobs.service import submit_job
 from imgclf.jobs.store import open_store
-from tests.workers import CELERY_WORKER, WorkerProcess, isolated_queue, wait_final, wait_for
+from tests.conftest import FAST
+from tests.workers import (
+    CELERY_WORKER,
+    WorkerProcess,
+    frozen,
+    isolated_queue,
+    wait_final,
+    wait_for,
+)
 
-# Slow enough (64 px, augmentation on) to look at the job while it trains.
-JOB = {
-    "image_size": 64,
-    "weights": "none",
-    "batch_size": 16,
-    "head_epochs": 4,
-    "fine_tune_epochs": 1,
-    "augmentation": "light",
-    "learning_rate": 2e-3,
-    "fine_tune_learning_rate": 1e-4,
-}
+# The shared fast recipe (32 px, cached head features): the job is held mid-run by
+# stopping its training process while Celery's tools look at it.
+JOB = {**FAST, "head_epochs": 2, "fine_tune_epochs": 1}
 
 
 def celery(env: dict[str, str], *args: str, app: str = "imgclf.worker") -> str:
@@ -117,24 +118,32 @@ def test_celery_cli_and_flower_see_a_running_job(tmp_path, redis_url, shapes_dir
         assert task_id
 
         wait_for(store, job["id"], lambda r: (r.get("progress") or {}).get("stage") == "train")
-        assert "pong" in celery(env, "inspect", "ping")
-        active = celery(env, "inspect", "active", "--json")
-        assert task_id in active and job["id"] in active
-        assert "imgclf.train" in celery(env, "inspect", "registered")
-        assert "imgclf.train" in celery(
-            env, "inspect", "registered", app="imgclf.worker.celery_app"
-        )
+        with frozen(worker.training_pid(job["id"])):
+            # The CLI's answers, asked at once (each is a process that imports the app).
+            with ThreadPoolExecutor(4) as pool:
+                ping, active, registered, registered_full = pool.map(
+                    lambda args: celery(env, *args[1:], app=args[0]),
+                    [
+                        ("imgclf.worker", "inspect", "ping"),
+                        ("imgclf.worker", "inspect", "active", "--json"),
+                        ("imgclf.worker", "inspect", "registered"),
+                        ("imgclf.worker.celery_app", "inspect", "registered"),
+                    ],
+                )
+            assert "pong" in ping
+            assert task_id in active and job["id"] in active
+            assert "imgclf.train" in registered and "imgclf.train" in registered_full
 
-        # Progress is the task's state, in the result backend and in the event stream.
-        info = wait_http(f"{base}/api/task/info/{task_id}", lambda t: t["state"] == "PROGRESS")
-        assert info["name"] == "imgclf.train"
-        assert json.loads(info["result"])["stage"] == "train"
-        listed = requests.get(f"{base}/api/tasks", timeout=5).json()
-        assert listed[task_id]["state"] == "PROGRESS"
-        backend = requests.get(f"{base}/api/task/result/{task_id}", timeout=5).json()
-        assert backend["state"] == "PROGRESS"
+            # Progress is the task's state, in the result backend and in the event stream.
+            info = wait_http(f"{base}/api/task/info/{task_id}", lambda t: t["state"] == "PROGRESS")
+            assert info["name"] == "imgclf.train"
+            assert json.loads(info["result"])["stage"] == "train"
+            listed = requests.get(f"{base}/api/tasks", timeout=5).json()
+            assert listed[task_id]["state"] == "PROGRESS"
+            backend = requests.get(f"{base}/api/task/result/{task_id}", timeout=5).json()
+            assert backend["state"] == "PROGRESS"
 
-        done = wait_final(store, job["id"], timeout=400)
+        done = wait_final(store, job["id"], timeout=300)
         # It ran to the end (on this tiny set the promotion gate may refuse the version).
         assert done["status"] in ("succeeded", "rejected"), done["error"]
         # The summary is stored as JSON; `celery result` prints it as a Python literal.

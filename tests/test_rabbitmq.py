@@ -16,18 +16,12 @@ from kombu import Connection
 from imgclf.jobs.service import celery_sender, submit_job
 from imgclf.jobs.store import open_store
 from imgclf.worker.celery_app import celery_config
-from tests.workers import WorkerProcess, isolated_queue, wait_final, wait_for
+from tests.conftest import FAST
+from tests.workers import WorkerProcess, frozen, isolated_queue, wait_final, wait_for
 
-JOB = {
-    "image_size": 64,
-    "weights": "none",
-    "batch_size": 16,
-    "head_epochs": 6,
-    "fine_tune_epochs": 1,
-    "augmentation": "light",
-    "learning_rate": 2e-3,
-    "fine_tune_learning_rate": 1e-4,
-}
+# The shared fast recipe (32 px, cached head features): the job is held mid-run by
+# stopping its training process, so it need not be slow to be looked at.
+JOB = {**FAST, "head_epochs": 3, "fine_tune_epochs": 1}
 
 
 def ready_messages(url: str, queue: str) -> int:
@@ -84,24 +78,26 @@ def test_job_over_rabbitmq_survives_a_killed_worker(
         store=store,
         send=celery_sender(settings),
     )
+    child = worker.training_pid(job["id"])
     wait_for(store, job["id"], lambda r: (r.get("progress") or {}).get("epoch", 0) >= 1)
-    active = subprocess.run(
-        [sys.executable, "-m", "celery", "-A", "imgclf.worker", "inspect", "active"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert job["id"] in active.stdout, active.stdout + active.stderr
-    assert ready_messages(amqp_url, settings.queue) == 0
+    with frozen(child):  # killed below while held after its first epoch
+        active = subprocess.run(
+            [sys.executable, "-m", "celery", "-A", "imgclf.worker", "inspect", "active"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert job["id"] in active.stdout, active.stdout + active.stderr
+        assert ready_messages(amqp_url, settings.queue) == 0
 
-    worker.sigkill()
-    # Acknowledged at start: nothing for RabbitMQ to redeliver, nothing held past
-    # consumer_timeout. The record still says running, under a lease that lapses.
-    assert ready_messages(amqp_url, settings.queue) == 0
-    assert store.get(job["id"])["status"] == "running"
+        worker.sigkill()  # the training process dies with it
+        # Acknowledged at start: nothing for RabbitMQ to redeliver, nothing held past
+        # consumer_timeout. The record still says running, under a lease that lapses.
+        assert ready_messages(amqp_url, settings.queue) == 0
+        assert store.get(job["id"])["status"] == "running"
 
     start_worker()  # its janitor requeues the job once the lease lapsed
-    done = wait_final(store, job["id"], timeout=400)
+    done = wait_final(store, job["id"], timeout=300)
     assert done["status"] in ("succeeded", "rejected"), done["error"]
     assert done["attempts"] == 2

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 from imgclf.jobs.spec import TERMINAL
@@ -69,6 +71,17 @@ class WorkerProcess:
             time.sleep(0.2)
         raise TimeoutError("worker not ready:\n" + self.log.read_text(errors="replace"))
 
+    def training_pid(self, job_id: str, timeout: float = 120) -> int:
+        """The pid of the job's training process, as the worker logs it."""
+        pattern = re.compile(rf"job {job_id}: training in process (\d+)")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = pattern.findall(self.log.read_text(errors="replace"))
+            if found:
+                return int(found[-1])
+            time.sleep(0.1)
+        raise TimeoutError(f"no training process for {job_id}:\n" + self.log.read_text())
+
     def sigkill(self) -> None:
         """Kill the worker process only; its training child must die with it."""
         os.kill(self.proc.pid, signal.SIGKILL)
@@ -80,6 +93,18 @@ class WorkerProcess:
                 os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
         self._handle.close()
+
+
+@contextlib.contextmanager
+def frozen(pid: int) -> Iterator[None]:
+    """Stop a training process (SIGSTOP) and continue it afterwards: a job held mid-run at
+    no CPU cost, so tests can look at it without racing its end."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
 
 
 def wait_for(store, job_id: str, predicate, timeout: float = 240) -> dict:
