@@ -241,7 +241,8 @@ def test_jobs_through_the_cli_prefix_follow_logs_and_worker_hint(tmp_path, redis
             timeout=600,
         )
 
-    overrides = ["image_size=32", "weights=none", "head_epochs=2", "fine_tune_epochs=1"]
+    overrides = ["image_size=32", "weights=none", "recipe=fine_tune", "head_epochs=2"]
+    overrides += ["fine_tune_epochs=1", "augmentation=none"]
     sets = [arg for value in overrides for arg in ("--set", value)]
     done = cli("submit", "--data", str(shapes_dir), "--name", "shapes", *sets)
     assert done.returncode == 0, done.stderr
@@ -265,7 +266,8 @@ def test_jobs_through_the_cli_prefix_follow_logs_and_worker_hint(tmp_path, redis
         assert f"job {job_id} {final['status']} (train shapes)" in followed.stderr
         # Progress from the typed events: phase, epoch, batch, percent and ETA.
         assert re.search(
-            r"phase 1 \((head|whole network)\) epoch \d/\d batch \d/\d+ \d+% .*ETA", followed.stderr
+            r"phase \d \((head|fine-tune|whole network)\) epoch \d/\d batch \d/\d+ \d+% .*ETA",
+            followed.stderr,
         )
         assert f"job {job_id}  {final['status']}" in followed.stdout  # the full id
         logs = cli("logs", prefix)

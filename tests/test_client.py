@@ -122,6 +122,7 @@ def test_submit_wait_and_cancel(env):
             env.shapes,
             image_size=32,
             weights="none",
+            recipe="fine_tune",  # the cheap recipe: this tests the client, not the recipe
             head_epochs=1,
             fine_tune_epochs=0,
             augmentation="none",

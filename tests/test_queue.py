@@ -18,7 +18,7 @@ from imgclf.errors import ConfigError, Conflict, InvalidInput
 from imgclf.jobs.service import cancel_job, celery_sender, submit_job
 from imgclf.jobs.store import open_store
 from imgclf.settings import Settings
-from tests.workers import WorkerProcess, isolated_queue, wait_final, wait_for
+from tests.workers import WorkerProcess, frozen, isolated_queue, wait_final, wait_for
 
 JOB = {
     "image_size": 32,
@@ -31,8 +31,9 @@ JOB = {
     "learning_rate": 2e-3,
     "fine_tune_learning_rate": 1e-4,
 }
-# Slow enough (64 px, augmentation on) to act on a job while it trains.
-SLOW = {**JOB, "image_size": 64, "augmentation": "light", "head_epochs": 10}
+# Enough epochs to act on a job mid-run; the tests hold it there by stopping its
+# training process (tests.workers.frozen), so it need not be slow.
+LONGER = {**JOB, "head_epochs": 6}
 
 
 @pytest.fixture
@@ -62,6 +63,7 @@ def q(tmp_path, redis_url, shapes_dir):
         submit=submit,
         env=env,
         start_worker=start_worker,
+        workers=workers,
         models=tmp_path / "models",
         root=tmp_path,
         redis=redis.Redis.from_url(redis_url),
@@ -150,9 +152,11 @@ def test_idempotent_resubmit_and_cancel_queued(q):
 
 def test_cancel_running_job_publishes_nothing(q):
     q.start_worker()
-    job = q.submit(**SLOW)
+    job = q.submit(**LONGER)
+    child = q.workers[0].training_pid(job["id"])
     wait_for(q.store, job["id"], lambda r: (r.get("progress") or {}).get("stage") == "train")
-    requested = cancel_job(q.store, job["id"])
+    with frozen(child):  # still training when the cancel lands
+        requested = cancel_job(q.store, job["id"])
     assert requested["cancel_requested"] is True
     done = wait_final(q.store, job["id"], timeout=60)
     assert done["status"] == "cancelled"
@@ -162,7 +166,8 @@ def test_cancel_running_job_publishes_nothing(q):
 
 def test_sigkill_mid_training_resumes_and_finishes_once(q):
     worker = q.start_worker()
-    job = q.submit(**SLOW)
+    job = q.submit(**LONGER)
+    child = worker.training_pid(job["id"])
     run_dir = q.settings.runs_dir() / "jobs" / job["id"]
     wait_for(
         q.store,
@@ -172,10 +177,11 @@ def test_sigkill_mid_training_resumes_and_finishes_once(q):
             and (run_dir / "checkpoints/state.json").is_file()
         ),
     )
-    before = json.loads((run_dir / "checkpoints/state.json").read_text())["history"]
-    assert before
-    worker.sigkill()
-    assert q.store.get(job["id"])["status"] == "running"
+    with frozen(child):  # killed while held mid-run
+        before = json.loads((run_dir / "checkpoints/state.json").read_text())["history"]
+        assert before
+        worker.sigkill()
+        assert q.store.get(job["id"])["status"] == "running"
     q.start_worker()
     done = wait_final(q.store, job["id"])
     assert done["status"] == "succeeded", done["error"]
@@ -183,7 +189,7 @@ def test_sigkill_mid_training_resumes_and_finishes_once(q):
     assert repository.list_versions(q.models, "shapes") == [1]
     card = repository.read_model_card(q.models / "shapes/1")
     assert card["history"][: len(before)] == before  # resumed, epochs not run again
-    assert sum(1 for h in card["history"] if h["phase"] == 1) <= SLOW["head_epochs"]
+    assert sum(1 for h in card["history"] if h["phase"] == 1) <= LONGER["head_epochs"]
 
 
 def test_two_jobs_for_one_model_get_distinct_versions(q):
