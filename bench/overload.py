@@ -1,7 +1,11 @@
 """Overload and decode memory at the DEFAULT settings, against `imgclf serve` in its own process.
 
     python -m bench.overload [--image-size 64] [--workdir DIR] [--seconds 8]
-                             [--clients 1,16,64,200] [--concurrent 4]
+                             [--clients 1,16,64,200] [--concurrent 4] [--model-dir DIR]
+
+`--model-dir` serves an existing repository with a model named `shapes` instead of
+training the benchmarks' model (serving cost follows the model's image size; the decode
+memory does not depend on the model at all).
 
 1. Overload: closed-loop REST clients (each sends its next request as soon as the last
    one is answered), up to several times the server's thread count. Per client count:
@@ -171,12 +175,25 @@ def decode_case(pid: int, url: str, image: bytes, concurrent: int) -> dict:
 
 
 # ---- the run -------------------------------------------------------------------------------
-def run(root: Path, image_size: int, seconds: float, clients: list[int], concurrent: int) -> dict:
+def run(
+    root: Path,
+    image_size: int,
+    seconds: float,
+    clients: list[int],
+    concurrent: int,
+    model_dir: Path | None = None,
+) -> dict:
+    from imgclf import repository
     from imgclf.settings import Settings
 
     defaults = Settings()
-    version_dir, data = common.prepare_model(root, image_size)
-    model_dir = version_dir.parent.parent
+    if model_dir is None:
+        version_dir, data = common.prepare_model(root, image_size)
+        model_dir = version_dir.parent.parent
+    else:
+        data = common.prepare_data(root, image_size)
+        version_dir = repository.version_path(model_dir, common.MODEL_NAME, 1)
+    model_size = repository.read_model_card(version_dir)["image_size"]
     port, grpc_port = common.free_port(), common.free_port()
     server = servers.start_imgclf(model_dir, port, grpc_port, root / "overload-server.log", {})
     base = f"http://{common.LOOPBACK}:{port}/v1/models/{common.MODEL_NAME}:predict"
@@ -206,6 +223,7 @@ def run(root: Path, image_size: int, seconds: float, clients: list[int], concurr
     finally:
         server.stop()
     return {
+        "model_image_size": model_size,
         "settings": {
             "server_threads": defaults.server_threads,
             "max_batch_size": defaults.max_batch_size,
@@ -235,8 +253,8 @@ def overload_table(result: dict, machine: dict) -> str:
         "",
         _footer(
             machine,
-            f"defaults: {s['server_threads']} threads, batch "
-            f"{s['max_batch_size']}, queue bound {s['queue_bound']}",
+            f"{result['model_image_size']} px model; defaults: {s['server_threads']} threads, "
+            f"batch {s['max_batch_size']}, queue bound {s['queue_bound']}",
         ),
     ]
     return "\n".join(lines)
@@ -287,9 +305,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=8.0, help="per client count")
     parser.add_argument("--clients", type=_ints, default=[1, 16, 64, 200])
     parser.add_argument("--concurrent", type=int, default=4, help="worst images at once")
+    parser.add_argument("--model-dir", type=Path, help="serve this repository's 'shapes'")
     args = parser.parse_args(argv)
     with common.workdir(args.workdir) as root:
-        result = run(root, args.image_size, args.seconds, args.clients, args.concurrent)
+        result = run(
+            root, args.image_size, args.seconds, args.clients, args.concurrent, args.model_dir
+        )
     machine = common.machine()
     tables: list[tuple[tuple[str, str], Callable[[dict, dict], str]]] = [
         (OVERLOAD, overload_table),

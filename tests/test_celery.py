@@ -28,7 +28,7 @@ from tests.workers import (
 
 # The shared fast recipe (32 px, cached head features): the job is held mid-run by
 # stopping its training process while Celery's tools look at it.
-JOB = {**FAST, "head_epochs": 2, "fine_tune_epochs": 1}
+JOB = {**FAST, "head_epochs": 2, "fine_tune_epochs": 1, "augmentation": "none"}
 
 
 def celery(env: dict[str, str], *args: str, app: str = "imgclf.worker") -> str:
@@ -143,7 +143,7 @@ def test_celery_cli_and_flower_see_a_running_job(tmp_path, redis_url, shapes_dir
             backend = requests.get(f"{base}/api/task/result/{task_id}", timeout=5).json()
             assert backend["state"] == "PROGRESS"
 
-        done = wait_final(store, job["id"], timeout=300)
+        done = wait_final(store, job["id"], timeout=400)
         # It ran to the end (on this tiny set the promotion gate may refuse the version).
         assert done["status"] in ("succeeded", "rejected"), done["error"]
         # The summary is stored as JSON; `celery result` prints it as a Python literal.

@@ -21,7 +21,7 @@ from tests.workers import WorkerProcess, frozen, isolated_queue, wait_final, wai
 
 # The shared fast recipe (32 px, cached head features): the job is held mid-run by
 # stopping its training process, so it need not be slow to be looked at.
-JOB = {**FAST, "head_epochs": 3, "fine_tune_epochs": 1}
+JOB = {**FAST, "head_epochs": 3, "fine_tune_epochs": 1, "augmentation": "none"}
 
 
 def ready_messages(url: str, queue: str) -> int:
@@ -98,6 +98,6 @@ def test_job_over_rabbitmq_survives_a_killed_worker(
         assert store.get(job["id"])["status"] == "running"
 
     start_worker()  # its janitor requeues the job once the lease lapsed
-    done = wait_final(store, job["id"], timeout=300)
+    done = wait_final(store, job["id"], timeout=400)
     assert done["status"] in ("succeeded", "rejected"), done["error"]
     assert done["attempts"] == 2
