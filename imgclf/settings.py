@@ -78,8 +78,9 @@ class Settings(BaseSettings):
     )
     version_policy: Literal["latest", "labelled", "specific"] = Field(
         "latest",
-        description="latest: newest version plus labelled ones; labelled: labelled only; "
-        "specific: IMGCLF_SERVE_VERSIONS.",
+        description="latest: newest version plus labelled ones; labelled: labelled only "
+        "(the newest while no label names an existing version); specific: "
+        "IMGCLF_SERVE_VERSIONS.",
     )
     serve_versions: Annotated[list[int], NoDecode] = Field(
         default_factory=list, description="Versions served under version_policy=specific."
