@@ -72,3 +72,20 @@ def test_thresholds_coverage_and_per_class_precision_recall():
     assert pr["a"][0] == {"min_score": 0.0, "precision": 0.5, "recall": 0.5}
     assert pr["a"][1] == {"min_score": 0.8, "precision": 1.0, "recall": 0.5}
     assert pr["b"][1] == {"min_score": 0.8, "precision": None, "recall": 0.0}
+
+
+def test_a_validation_split_without_mistakes_does_not_make_every_score_one():
+    """Plain NLL would send T to its lower bound; the Laplace-smoothed targets stop near
+    the rate (n + 1) / (n + 2) that n right answers out of n support."""
+    rng = np.random.default_rng(1)
+    labels = np.arange(13) % 3
+    probabilities = np.full((13, 3), 0.2, np.float32)
+    probabilities[np.arange(13), labels] = 0.6 + rng.uniform(-0.05, 0.05, 13)
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    t = calibration.fit_temperature(probabilities, labels)
+    assert calibration.MIN_TEMPERATURE < t < 1.0  # sharpened, not to the bound
+    top = calibration.calibrate(probabilities, t).max(axis=1)
+    assert 0.85 < top.mean() < 0.97  # near 14/15, not 1.0
+    assert calibration.fitting_loss(probabilities, labels, t) < calibration.fitting_loss(
+        probabilities, labels, 1.0
+    )
