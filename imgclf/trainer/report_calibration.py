@@ -31,11 +31,12 @@ def plot_reliability(split: dict, path: Path, title: str) -> None:
     """Accuracy per confidence bin before and after scaling; the diagonal is calibrated."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     for ax, when in zip(axes, ("before", "after"), strict=True):
-        rows = split[f"reliability_{when}"]
+        every = split[f"reliability_{when}"]
+        width = every[0]["high"] - every[0]["low"] if every else 0.1
+        rows = [r for r in every if r["count"]]  # an empty bin has no accuracy to draw
         centres = [(r["low"] + r["high"]) / 2 for r in rows]
-        width = rows[0]["high"] - rows[0]["low"] if rows else 0.1
-        accuracy = [r["accuracy"] or 0.0 for r in rows]
-        confidence = [r["confidence"] or 0.0 for r in rows]
+        accuracy = [r["accuracy"] for r in rows]
+        confidence = [r["confidence"] for r in rows]
         ax.bar(centres, accuracy, width=width * 0.9, alpha=0.7, label="accuracy")
         ax.plot(centres, confidence, "o", color="tab:red", label="mean confidence")
         ax.plot([0, 1], [0, 1], "--", color="grey", label="calibrated")
