@@ -221,3 +221,19 @@ def test_the_shared_rule_and_its_validation():
             parse_min_score(bad)
     assert card_min_score({}) == 0.0 and card_min_score({"min_score": 0.4}) == 0.4
     assert card_min_score({"min_score": "high"}) == 0.0
+
+
+def test_models_show_reports_the_temperature_and_min_score(trained):
+    from imgclf.cli_models import card_summary
+    from imgclf.settings import Settings
+
+    model_dir = trained.version_dir.parent.parent
+    summary = card_summary(model_dir, "shapes", trained.version, Settings(model_dir=model_dir))
+    record = trained.card["calibration"]
+    assert summary["calibration"] == {
+        "method": "temperature",
+        "temperature": record["temperature"],
+        "ece_before": record["ece_before"],
+        "ece_after": record["ece_after"],
+    }
+    assert summary["min_score"] == 0.0
