@@ -89,3 +89,15 @@ def test_a_validation_split_without_mistakes_does_not_make_every_score_one():
     assert calibration.fitting_loss(probabilities, labels, t) < calibration.fitting_loss(
         probabilities, labels, 1.0
     )
+
+
+def test_config_switches_calibration_and_bounds_min_score():
+    from imgclf.config import parse_config
+    from imgclf.errors import ConfigError
+
+    assert parse_config().calibration == "temperature" and parse_config().min_score == 0.0
+    assert parse_config(calibration="none", min_score=0.6).min_score == 0.6
+    with pytest.raises(ConfigError, match=r"calibration.*'temperature', 'none'"):
+        parse_config(calibration="platt")
+    with pytest.raises(ConfigError, match=r"min_score.*<= 1\.0"):
+        parse_config(min_score=1.5)
