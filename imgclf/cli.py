@@ -12,7 +12,14 @@ import sys
 from pathlib import Path
 
 from imgclf import __version__, contract
-from imgclf.cli_errors import CommandParser, check_port_free, explain, port, positive_int
+from imgclf.cli_errors import (
+    CommandParser,
+    check_port_free,
+    explain,
+    port,
+    positive_int,
+    unit_interval,
+)
 from imgclf.cli_json import emit_json
 from imgclf.settings import Settings
 
@@ -106,7 +113,7 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
     from imgclf import registry, repository
-    from imgclf.prediction import Prediction
+    from imgclf.prediction import Prediction, card_min_score
 
     model_dir = Path(args.model_dir) if args.model_dir else settings.model_dir
     version = registry.repository_version(
@@ -131,10 +138,21 @@ def cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
             message = exc.strerror if isinstance(exc, OSError) else str(exc)
             print(f"{image}: error: {message}", file=sys.stderr)
             continue
-        top = Prediction(args.name, version, probabilities, loaded.labels).top_k(args.top_k)[0]
-        results.append({"image": image, "top": [{"label": n, "score": s} for n, s in top]})
+        min_score = card_min_score(loaded.card) if args.min_score is None else args.min_score
+        answer = Prediction(args.name, version, probabilities, loaded.labels, min_score)
+        top = answer.top_k(args.top_k)[0]
+        label, score = answer.labels()[0]
+        results.append(
+            {
+                "image": image,
+                "label": label,
+                "score": score,
+                "top": [{"label": n, "score": s} for n, s in top],
+            }
+        )
         if not args.json:
-            print(f"{image}: " + ", ".join(f"{n} {s:.3f}" for n, s in top))
+            shown = ", ".join(f"{n} {s:.3f}" for n, s in top)
+            print(f"{image}: " + (f"{label} (top: {shown})" if label != top[0][0] else shown))
     if args.json:
         emit_json({"model": args.name, "version": version, "results": results})
     else:
@@ -228,6 +246,13 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--label", help="the version this label (stable, canary, ...) points at")
     predict.add_argument(
         "--top-k", type=positive_int, default=contract.DEFAULT_TOP_K, help="labels shown per image"
+    )
+    predict.add_argument(
+        "--min-score",
+        type=unit_interval,
+        default=None,
+        help="answer 'unknown' when the top score is below this (0-1; default: the model "
+        "card's min_score)",
     )
     predict.add_argument("--json", action="store_true", help="print JSON")
     predict.add_argument("images", nargs="+")

@@ -168,6 +168,13 @@ def card_summary(model_dir, name: str, version: int | None, settings: Settings) 
         "weights": (card.get("config") or {}).get("weights"),
         "test": {k: v for k, v in metrics.items() if isinstance(v, int | float)},
         "diagnosis": (card.get("diagnosis") or {}).get("summary"),
+        "calibration": {
+            k: v
+            for k, v in (card.get("calibration") or {}).items()
+            if k in ("method", "temperature", "ece_before", "ece_after")
+        }
+        or None,
+        "min_score": card.get("min_score"),
         "promotion": (card.get("promotion") or {}).get("decision"),
         "warnings": data.get("warnings") or [],
         "artifact_bytes": card.get("artifact_bytes"),
@@ -190,6 +197,13 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
         print(
             f"  test accuracy {test['accuracy']:.1%}"
             + (f"  macro F1 {test['macro_f1']:.3f}" if "macro_f1" in test else "")
+        )
+    calibrated = summary["calibration"]
+    if calibrated and calibrated.get("ece_before") is not None:
+        print(
+            f"  calibration: {calibrated['method']}, T {calibrated['temperature']:.4g}, test ECE "
+            f"{calibrated['ece_before']:.3f} -> {calibrated['ece_after']:.3f}; "
+            f"min_score {summary['min_score'] or 0:g}"
         )
     for key in ("diagnosis", "promotion"):
         if summary[key]:

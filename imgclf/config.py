@@ -24,6 +24,7 @@ Stage = Literal["conv2", "conv3", "conv4", "conv5"]
 RecipeName = Literal["auto", "fine_tune", "from_scratch"]
 PrecisionName = Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"]
 Switch = Literal["auto", "on", "off"]
+CalibrationName = Literal["temperature", "none"]
 
 # "auto" class weights switch on above this largest/smallest class ratio.
 IMBALANCE_RATIO = 1.5
@@ -127,6 +128,20 @@ class TrainConfig(BaseModel):
     leakage: LeakageMode = Field(
         "warn",
         description="Training copies of val/test images (audit): 'warn', or 'drop' them.",
+    )
+    calibration: CalibrationName = Field(
+        "temperature",
+        description="'temperature' = after training, fit one temperature on the validation "
+        "split and build it into the exported model (served probabilities are calibrated); "
+        "'none' = serve the raw softmax.",
+    )
+    min_score: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="The model card's default threshold: an image whose top calibrated score "
+        "is below it is answered 'unknown' (a request's own min_score overrides it). "
+        "0 = always answer; pick a value from the report's coverage vs accuracy table.",
     )
 
     @field_validator("weights")

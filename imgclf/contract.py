@@ -45,6 +45,11 @@ MODEL_LABELS_FILE: Final = "labels.json"  # {"stable": 3, "canary": 4}
 # REST :classify and :upload, gRPC Classify (both services), the client and `imgclf predict`.
 DEFAULT_TOP_K: Final = 5
 
+# The label of an answer whose top score is below min_score (the request's, else the model
+# card's default). Only imgclf's own answers carry it; TF Serving's :predict tensors never do.
+UNKNOWN_LABEL: Final = "unknown"
+MIN_SCORE_CARD_KEY: Final = "min_score"
+
 # Parity: the served path must equal the training path this closely.
 PARITY_TOLERANCE: Final = 1e-5
 

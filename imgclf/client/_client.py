@@ -100,11 +100,17 @@ class Client:
         model: str | None = None,
         version: int | None = None,
         label: str | None = None,
+        min_score: float | None = None,
     ) -> list[Prediction]:
-        """One Prediction per image (top label, its score, every class's score)."""
+        """One Prediction per image (top label, its score, every class's score).
+
+        An image whose top score is below `min_score` (in [0, 1]; None = the model card's
+        default) gets label "unknown"; its scores are still there."""
+        if min_score is not None and not 0.0 <= float(min_score) <= 1.0:
+            raise ValueError(f"min_score must lie in [0, 1], got {min_score!r}")
         data = [_read(image) for image in images]
         name = self._model(model)
-        return self._retry(lambda: self._transport.predict(name, data, version, label))
+        return self._retry(lambda: self._transport.predict(name, data, version, label, min_score))
 
     def classify(
         self,

@@ -55,9 +55,16 @@ class GrpcTransport:
             raise TransportError(f"{code.name}: {details}") from None
 
     def predict(
-        self, model: str, images: list[bytes], version: int | None, label: str | None
+        self,
+        model: str,
+        images: list[bytes],
+        version: int | None,
+        label: str | None,
+        min_score: float | None = None,
     ) -> list[Prediction]:
         request = imgclf_pb2.ClassifyRequest(model=model, images=images, top_k=1)
+        if min_score is not None:
+            request.min_score = min_score
         if version is not None:
             request.version = version
         elif label:
@@ -65,7 +72,9 @@ class GrpcTransport:
         answer = self._call("Classify", request)
         names = list(answer.class_names)
         return [
-            prediction_from_scores(answer.model, answer.version, names, list(result.probabilities))
+            prediction_from_scores(
+                answer.model, answer.version, names, list(result.probabilities), result.label
+            )
             for result in answer.results
         ]
 

@@ -38,20 +38,29 @@ class RestTransport:
         return response.json()
 
     def predict(
-        self, model: str, images: list[bytes], version: int | None, label: str | None
+        self,
+        model: str,
+        images: list[bytes],
+        version: int | None,
+        label: str | None,
+        min_score: float | None = None,
     ) -> list[Prediction]:
         files = [("file", (f"image{i}", data)) for i, data in enumerate(images)]
+        params: dict[str, Any] = {"top_k": _ALL_CLASSES}
+        if min_score is not None:
+            params["min_score"] = repr(float(min_score))
         answer = self._call(
-            "POST",
-            _model_path(model, version, label, "upload"),
-            files=files,
-            params={"top_k": _ALL_CLASSES},
+            "POST", _model_path(model, version, label, "upload"), files=files, params=params
         )
         out = []
         for result in answer["results"]:
             names = [entry["label"] for entry in result["top"]]
             scores = [entry["score"] for entry in result["top"]]
-            out.append(prediction_from_scores(answer["model"], answer["version"], names, scores))
+            out.append(
+                prediction_from_scores(
+                    answer["model"], answer["version"], names, scores, result.get("label")
+                )
+            )
         return out
 
     def classify(

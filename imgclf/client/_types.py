@@ -19,7 +19,9 @@ class Prediction:
     """One image's answer: the top label and every class's probability.
 
     `scores` is ordered by score, highest first (ties in class-index order), over REST
-    and gRPC alike, so `next(iter(scores))` is `label`.
+    and gRPC alike, so `next(iter(scores))` is `label` unless the server abstained:
+    then `label` is "unknown" (the top score was below min_score) and `score` is still
+    the top score.
     """
 
     label: str
@@ -61,12 +63,17 @@ class Job:
 
 
 def prediction_from_scores(
-    model: str, version: int, class_names: list[str], probabilities: list[float]
+    model: str,
+    version: int,
+    class_names: list[str],
+    probabilities: list[float],
+    answer: str | None = None,
 ) -> Prediction:
+    """`answer` is the server's label (the top class, or "unknown"); None = the top class."""
     pairs = zip(class_names, (float(p) for p in probabilities), strict=True)
     # sorted() is stable: equal scores keep the class-index order.
     scores = dict(sorted(pairs, key=lambda pair: -pair[1]))
-    label = next(iter(scores))
+    top = next(iter(scores))
     return Prediction(
-        label=label, score=scores[label], scores=scores, model=model, version=int(version)
+        label=answer or top, score=scores[top], scores=scores, model=model, version=int(version)
     )

@@ -10,6 +10,7 @@ so REST and gRPC give the same answers from the same batcher and model copy.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from imgclf.errors import (
     PayloadTooLarge,
     quote,
 )
-from imgclf.prediction import Prediction
+from imgclf.prediction import Prediction, card_min_score
 from imgclf.server.imageinfo import DecodeBudget, sniff
 from imgclf.server.manager import ModelManager, ServedVersion, State
 from imgclf.server.metrics import Metrics
@@ -121,9 +122,23 @@ class DataPlane:
                 return self._run(served, loaded, self._check_tensors(loaded, inputs))
             return self._run(served, loaded, list(inputs))
 
-    def classify(self, target: Target, images: Sequence[bytes], protocol: str) -> Prediction:
-        """Encoded images in; the caller reads `top_k()` of the answer."""
-        return self.predict(target, images, protocol)
+    def classify(
+        self,
+        target: Target,
+        images: Sequence[bytes],
+        protocol: str,
+        min_score: float | None = None,
+    ) -> Prediction:
+        """Encoded images in; the caller reads `top_k()` and `labels()` of the answer.
+
+        `min_score` (already checked by prediction.parse_min_score) overrides the serving
+        version's model-card default; below it an image's label is "unknown"."""
+        with self._call(target, protocol) as call:
+            served, loaded = self.resolve(target)
+            call.version = served.version
+            prediction = self._run(served, loaded, list(images))
+            threshold = card_min_score(loaded.card) if min_score is None else min_score
+            return dataclasses.replace(prediction, min_score=threshold)
 
     # explain(target, images, protocol) joins here with the explanations work: resolve,
     # check, run the version's `explain` signature through the batcher, record.

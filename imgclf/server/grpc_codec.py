@@ -23,7 +23,7 @@ from tensorflow_serving.apis import (
 
 from imgclf import contract
 from imgclf.errors import InvalidInput, PayloadTooLarge, quote
-from imgclf.prediction import Prediction
+from imgclf.prediction import Prediction, parse_min_score
 from imgclf.server.core import Limits, Target
 from imgclf.server.manager import ServedVersion
 from imgclf.v1 import imgclf_pb2
@@ -49,6 +49,11 @@ def target(model_spec) -> Target:
         raise InvalidInput("model_spec.name is required")
     version = model_spec.version.value if model_spec.HasField("version") else None
     return Target(model_spec.name, version, model_spec.version_label or None)
+
+
+def own_min_score(request: imgclf_pb2.ClassifyRequest) -> float | None:
+    """The request's min_score, None when unset (the model card's default applies)."""
+    return parse_min_score(request.min_score) if request.HasField("min_score") else None
 
 
 def own_target(request: imgclf_pb2.ClassifyRequest) -> Target:
@@ -186,9 +191,13 @@ def encode_own_classify(
     response = imgclf_pb2.ClassifyResponse(
         model=request.model, version=prediction.version, class_names=prediction.class_names
     )
+    response.min_score = prediction.min_score
     top = prediction.top_k(request.top_k or contract.DEFAULT_TOP_K)
-    for row, probabilities in zip(top, prediction.probabilities, strict=True):
-        result = response.results.add(probabilities=probabilities.tolist())
+    rows = zip(top, prediction.labels(), prediction.probabilities, strict=True)
+    for row, answer, probabilities in rows:
+        result = response.results.add(
+            probabilities=probabilities.tolist(), label=answer.class_name, score=answer.score
+        )
         for class_name, score in row:
             result.top.add(label=class_name, score=score)
     return response

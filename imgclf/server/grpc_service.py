@@ -195,7 +195,8 @@ class ImgclfService(imgclf_pb2_grpc.ImgclfServicer):
     def Classify(self, request, context):
         target = grpc_codec.own_target(request)
         self.auth.require("predict", _token(context))
-        prediction = self.data.classify(target, list(request.images), PROTOCOL)
+        min_score = grpc_codec.own_min_score(request)
+        prediction = self.data.classify(target, list(request.images), PROTOCOL, min_score)
         return grpc_codec.encode_own_classify(request, prediction)
 
     def SubmitJob(self, request, context):

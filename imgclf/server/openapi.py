@@ -177,11 +177,20 @@ _PREDICT_RESPONSE = {
         "outputs": {"type": "object"},
     },
 }
+_MIN_SCORE = {
+    "type": "number",
+    "minimum": 0,
+    "maximum": 1,
+    "description": "imgclf extension: an image whose top (calibrated) score is below this "
+    "is answered label 'unknown' (its scores still listed). Default: the model card's "
+    "min_score. Outside [0, 1]: 400.",
+}
 _CLASSIFY_REQUEST = {
     "type": "object",
     "required": ["examples"],
     "properties": {
         "signature_name": {"type": "string"},
+        "min_score": _MIN_SCORE,
         "context": {"type": "object"},
         "examples": {
             "type": "array",
@@ -196,7 +205,13 @@ _CLASSIFY_RESPONSE = {
             "type": "array",
             "description": "Per example: [label, score] for every class, best first.",
             "items": {"type": "array", "items": {"type": "array", "items": {}}},
-        }
+        },
+        "labels": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "imgclf extension: per example the answer, the top label or "
+            "'unknown' when its score is below min_score.",
+        },
     },
 }
 _STATUS = {
@@ -279,6 +294,7 @@ _UPLOAD = {
         "parameters": [
             {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}},
             {"name": "top_k", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+            {"name": "min_score", "in": "query", "schema": _MIN_SCORE},
         ],
         "requestBody": {
             "required": True,
@@ -286,7 +302,10 @@ _UPLOAD = {
                 "multipart/form-data": {
                     "schema": {
                         "type": "object",
-                        "properties": {"file": {"type": "string", "format": "binary"}},
+                        "properties": {
+                            "file": {"type": "string", "format": "binary"},
+                            "min_score": _MIN_SCORE,
+                        },
                     }
                 }
             },
@@ -301,7 +320,12 @@ _UPLOAD = {
                             "properties": {
                                 "model": {"type": "string"},
                                 "version": {"type": "integer"},
-                                "results": {"type": "array"},
+                                "min_score": _MIN_SCORE,
+                                "results": {
+                                    "type": "array",
+                                    "description": "per file: filename, label (top label "
+                                    "or 'unknown' under min_score), score (top score), top",
+                                },
                             },
                         }
                     }

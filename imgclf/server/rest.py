@@ -112,8 +112,8 @@ def predict_routes(data: DataPlane, auth: Auth) -> Blueprint:
     def classify(name: str, version: str | None = None, label: str | None = None):
         target = _target(name, version, label)
         auth.require("predict", _token())
-        images = rest_codec.parse_classify_body(_body_json(max_bytes))
-        prediction = data.classify(target, images, PROTOCOL)
+        images, min_score = rest_codec.parse_classify_body(_body_json(max_bytes))
+        prediction = data.classify(target, images, PROTOCOL, min_score)
         g.version = prediction.version
         return jsonify(rest_codec.encode_classify(prediction))
 
@@ -122,7 +122,8 @@ def predict_routes(data: DataPlane, auth: Auth) -> Blueprint:
         auth.require("predict", _token())
         files = _uploaded_files(data.limits.max_images, max_bytes)
         top_k = rest_codec.parse_top_k(request.values.get("top_k"))
-        prediction = data.classify(target, [f.read() for f in files], PROTOCOL)
+        min_score = rest_codec.parse_min_score(request.values.get("min_score"))
+        prediction = data.classify(target, [f.read() for f in files], PROTOCOL, min_score)
         g.version = prediction.version
         filenames = [f.filename or "" for f in files]
         return jsonify(rest_codec.encode_upload(target, filenames, prediction, top_k))

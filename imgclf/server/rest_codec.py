@@ -17,7 +17,7 @@ import numpy as np
 
 from imgclf import contract
 from imgclf.errors import InvalidInput, NotFound, quote
-from imgclf.prediction import Prediction
+from imgclf.prediction import Prediction, parse_min_score
 from imgclf.server.core import Target
 
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
@@ -160,8 +160,12 @@ def encode_outputs(prediction: Prediction, fmt: str) -> dict:
 
 
 def encode_classify(prediction: Prediction) -> dict:
-    """TF Serving's classify response: per example, [class name, score] pairs, best first."""
-    return {"results": [[[name, score] for name, score in row] for row in prediction.top_k()]}
+    """TF Serving's classify response: per example, [class name, score] pairs, best first;
+    plus imgclf's `labels`: per example the answer, "unknown" under min_score."""
+    return {
+        "results": [[[name, score] for name, score in row] for row in prediction.top_k()],
+        "labels": [name for name, _ in prediction.labels()],
+    }
 
 
 def parse_top_k(value: str | None) -> int:
@@ -177,9 +181,17 @@ def encode_upload(target: Target, filenames: list[str], prediction: Prediction, 
         "model": target.name,
         "version": prediction.version,
         "results": [
-            {"filename": filename, "top": [{"label": name, "score": s} for name, s in row]}
-            for filename, row in zip(filenames, prediction.top_k(k), strict=True)
+            {
+                "filename": filename,
+                "label": answer.class_name,
+                "score": answer.score,
+                "top": [{"label": name, "score": s} for name, s in row],
+            }
+            for filename, answer, row in zip(
+                filenames, prediction.labels(), prediction.top_k(k), strict=True
+            )
         ],
+        "min_score": prediction.min_score,
     }
 
 
@@ -193,10 +205,12 @@ def encode_metadata(target: Target, version: int, signature_def_map) -> dict:
     }
 
 
-def parse_classify_body(body: Any) -> list[bytes]:
-    """TF Serving classify: {"examples": [{"image_bytes": {"b64": ...}}], "context": {...}}."""
+def parse_classify_body(body: Any) -> tuple[list[bytes], float | None]:
+    """TF Serving classify: {"examples": [{"image_bytes": {"b64": ...}}], "context": {...}},
+    plus imgclf's optional "min_score" in [0, 1]. Returns (images, min_score or None)."""
     if not isinstance(body, dict) or not isinstance(body.get("examples"), list):
         raise InvalidInput("the classify body must be a JSON object with an 'examples' list")
+    min_score = parse_min_score(body.get("min_score"))
     context = body.get("context") or {}
     if not isinstance(context, dict):
         raise InvalidInput("'context' must be an object")
@@ -211,7 +225,7 @@ def parse_classify_body(body: Any) -> list[bytes]:
         if isinstance(value, list) and len(value) == 1:
             value = value[0]
         images.append(_b64(value, f"example {i}"))
-    return images
+    return images, min_score
 
 
 def version_status(served_list) -> dict:

@@ -9,6 +9,10 @@ preprocessing function object the training pipeline used:
   classify(inputs: string [batch] serialized tf.Example) -> classes string [batch, n],
                                                             scores float32 [batch, n]
 
+Every signature that returns probabilities builds them through one `outputs()` function,
+which applies the temperature fitted on the validation split (trainer/calibration.py):
+what any signature serves is the calibrated probability. T = 1 adds nothing to the graph.
+
 `classify` carries TF Serving's classification method name, so a tensorflow_model_server
 pointed at MODEL_DIR/<name> answers Classify (gRPC and REST :classify) as well as Predict.
 """
@@ -26,6 +30,7 @@ from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
 from imgclf import contract, repository
 from imgclf.artifact import LoadedVersion
+from imgclf.trainer.calibration import temperature_scale
 
 
 def build_signatures(
@@ -33,10 +38,13 @@ def build_signatures(
     preprocess: tf.types.experimental.PolymorphicFunction,
     classes: Sequence[str],
     image_size: int,
+    temperature: float = 1.0,
 ) -> dict[str, tf.types.experimental.PolymorphicFunction]:
+    """The signatures; `temperature` (trainer/calibration.py) is applied in `outputs()`."""
     labels = tf.constant(list(classes), dtype=tf.string)
 
     def outputs(probabilities: tf.Tensor) -> dict[str, tf.Tensor]:
+        probabilities = temperature_scale(probabilities, temperature)
         index = tf.argmax(probabilities, axis=-1, output_type=tf.int64)
         return {
             contract.OUTPUT_PROBABILITIES: probabilities,
@@ -120,12 +128,14 @@ def write_savedmodel(
     preprocess: tf.types.experimental.PolymorphicFunction,
     classes: Sequence[str],
     image_size: int,
+    temperature: float = 1.0,
 ) -> None:
-    """A plain SavedModel (loadable by tf.saved_model.load and TF Serving) plus labels.txt."""
+    """A plain SavedModel (loadable by tf.saved_model.load and TF Serving) plus labels.txt;
+    every signature serves probabilities calibrated by `temperature`."""
     archive = keras.export.ExportArchive()
     # No archive.track(model): the endpoints already capture every variable they use,
     # and tracking the model as well stores each weight twice (twice the artifact size).
-    for name, fn in build_signatures(model, preprocess, classes, image_size).items():
+    for name, fn in build_signatures(model, preprocess, classes, image_size, temperature).items():
         archive.add_endpoint(name, fn)
     archive.write_out(str(path), verbose=False)
     set_classify_method(path)

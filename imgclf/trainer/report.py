@@ -154,6 +154,8 @@ def write_report(report_dir: Path, card: dict) -> Path:
     Adds `test_uncertainty` (the 95% interval of the test accuracy) to `card`, so the
     model card written after it says what the page says.
     """
+    from imgclf.trainer.report_calibration import calibration_section, thresholds_section
+
     report_dir.mkdir(parents=True, exist_ok=True)
     metrics = card["metrics"]
     classes = card["labels"]
@@ -220,6 +222,8 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}img{{max-width:100
 <h2>Learning curves</h2><img src="{LEARNING_CURVES}" alt="learning curves">
 <h2>Per class (test split)</h2>{_table(per_class, ["class", "precision", "recall", "F1", "support"])}
 <h2>Confusion matrix</h2><img src="{CONFUSION_MATRIX}" alt="confusion matrix">
+{calibration_section(card, report_dir)}
+{thresholds_section(card, report_dir)}
 <h2>Data</h2><p>{data["total"]} usable images from {html.escape(data["root"])} ({data["source"]}),
 fingerprint <code>{data["fingerprint"][:16]}</code>.</p>
 {_table(count_rows, ["class", "train", "val", "test"])}

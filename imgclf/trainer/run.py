@@ -1,4 +1,5 @@
-"""One training run as named stages: load -> fit -> evaluate -> export and verify -> publish.
+"""One training run as named stages: load -> fit -> calibrate -> evaluate -> export and
+verify -> publish.
 
 `train_and_export` is what the CLI and the queue worker call; it runs the stages in
 order, and each stage is a function a test can call alone. Given the same `run_dir`
@@ -31,7 +32,7 @@ from imgclf.audit import AUDIT_CARD_KEY
 from imgclf.audit.training import audit_for_run
 from imgclf.config import TrainConfig
 from imgclf.errors import ParityError, Rejected
-from imgclf.trainer import experiment, export, hardware
+from imgclf.trainer import calibration, experiment, export, hardware
 from imgclf.trainer.data import Dataset, Sample, class_weights
 from imgclf.trainer.diagnosis import diagnose, explain_refusal
 from imgclf.trainer.metrics import classification_metrics
@@ -40,6 +41,7 @@ from imgclf.trainer.pipeline import evaluation_dataset, label_indices, load_for_
 from imgclf.trainer.preprocessing import PreprocessFn
 from imgclf.trainer.promotion import PromotionGate
 from imgclf.trainer.report import write_report
+from imgclf.trainer.thresholds import threshold_summary
 from imgclf.trainer.training import Cancelled, Hooks, RunState
 
 log = logging.getLogger(__name__)
@@ -83,12 +85,30 @@ class Fitted:
 
 
 @dataclass
+class Calibrated:
+    """Stage 3's output: the temperature every exported signature applies (1 = none), and
+    the validation split's raw (uncalibrated) probabilities it was fitted on."""
+
+    temperature: float
+    method: str
+    val_probabilities: np.ndarray = field(repr=False)
+    seconds: float = 0.0
+
+    def apply(self, probabilities: np.ndarray) -> np.ndarray:
+        """What the export serves for these raw softmax outputs."""
+        return calibration.calibrate(probabilities, self.temperature)
+
+
+@dataclass
 class Evaluation:
-    """Stage 3's output: metrics per split and the plain-language diagnosis."""
+    """Stage 4's output: metrics per split (calibrated probabilities), the diagnosis, the
+    calibration before/after per split and what min_score thresholds do on the test split."""
 
     metrics: dict[str, dict]
     diagnosis: dict
     seconds: float
+    calibration: dict = field(default_factory=dict)
+    thresholds: dict = field(default_factory=dict)
 
 
 def _golden_samples(samples: list[Sample], count: int) -> list[Sample]:
@@ -167,18 +187,55 @@ def fit(
     )
 
 
-def evaluate(config: TrainConfig, loaded: Loaded, fitted: Fitted) -> Evaluation:
-    """Metrics on every split (unaugmented, inference mode) and the diagnosis of the run."""
+def _raw_probabilities(
+    config: TrainConfig, loaded: Loaded, fitted: Fitted, samples: list[Sample]
+) -> np.ndarray:
+    """The Keras model's softmax on the evaluation pipeline (unaugmented, inference mode)."""
+    classes = loaded.dataset.classes
+    if not samples:
+        return np.zeros((0, len(classes)), np.float32)
+    return fitted.classifier.model.predict(
+        evaluation_dataset(samples, classes, loaded.preprocess, config), verbose=0
+    )
+
+
+def calibrate(config: TrainConfig, loaded: Loaded, fitted: Fitted) -> Calibrated:
+    """Fit the temperature on the validation split (config.calibration='temperature'),
+    so that evaluation, the promotion gate and the export all see calibrated scores."""
+    t = time.monotonic()
+    samples = loaded.dataset.splits["val"]
+    raw = _raw_probabilities(config, loaded, fitted, samples)
+    temperature = 1.0
+    if config.calibration == "temperature":
+        temperature = calibration.fit_temperature(
+            raw, label_indices(samples, loaded.dataset.classes)
+        )
+    return Calibrated(temperature, config.calibration, raw, round(time.monotonic() - t, 3))
+
+
+def evaluate(
+    config: TrainConfig, loaded: Loaded, fitted: Fitted, calibrated: Calibrated | None = None
+) -> Evaluation:
+    """Metrics on every split (unaugmented, inference mode, calibrated probabilities), the
+    diagnosis of the run, ECE before/after calibration and the test split's thresholds."""
     t = time.monotonic()
     dataset = loaded.dataset
-    metrics = {}
+    calibrated = calibrated or Calibrated(1.0, "none", np.zeros((0, len(dataset.classes))))
+    metrics, summaries, thresholds = {}, {}, {}
     for split, samples in dataset.splits.items():
-        probabilities = fitted.classifier.model.predict(
-            evaluation_dataset(samples, dataset.classes, loaded.preprocess, config), verbose=0
-        )
+        if split == "val" and len(calibrated.val_probabilities) == len(samples) > 0:
+            raw = calibrated.val_probabilities
+        else:
+            raw = _raw_probabilities(config, loaded, fitted, samples)
+        labels = label_indices(samples, dataset.classes)
+        probabilities = calibrated.apply(raw)
         metrics[split] = classification_metrics(
-            label_indices(samples, dataset.classes), probabilities, dataset.classes, config.top_k
+            labels, probabilities, dataset.classes, config.top_k
         )
+        if split in ("val", "test"):
+            summaries[split] = calibration.split_summary(raw, labels, calibrated.temperature)
+        if split == "test":
+            thresholds = threshold_summary(probabilities, labels, dataset.classes)
     diagnosis = diagnose(
         history=fitted.state.history,
         train_metrics=metrics["train"],
@@ -187,24 +244,52 @@ def evaluate(config: TrainConfig, loaded: Loaded, fitted: Fitted) -> Evaluation:
         classes=dataset.classes,
         class_weighted=fitted.class_weight is not None,
     )
-    return Evaluation(metrics, diagnosis, round(time.monotonic() - t, 3))
+    calibration_record = {
+        "method": calibrated.method,
+        "temperature": calibrated.temperature,
+        "fitted_on": "val",
+        "bins": calibration.ECE_BINS,
+        **{
+            f"ece_{when}_{split}": summary[f"ece_{when}"]
+            for split, summary in summaries.items()
+            for when in ("before", "after")
+        },
+        # The headline pair: validation (what T was fitted on) would flatter; test does not.
+        "ece_before": summaries.get("test", {}).get("ece_before"),
+        "ece_after": summaries.get("test", {}).get("ece_after"),
+        "splits": summaries,
+    }
+    return Evaluation(
+        metrics, diagnosis, round(time.monotonic() - t, 3), calibration_record, thresholds
+    )
 
 
 def export_and_verify(
-    staging: Path, config: TrainConfig, loaded: Loaded, fitted: Fitted, name: str
+    staging: Path,
+    config: TrainConfig,
+    loaded: Loaded,
+    fitted: Fitted,
+    name: str,
+    calibrated: Calibrated | None = None,
 ) -> dict:
     """Write the SavedModel and its extras into `staging`, then read it back as a server
-    would: the served path must equal the training path on held-out images, and the
-    golden files must replay. Returns the parity result; raises ParityError otherwise."""
+    would: the served path must equal the training path (with the same temperature) on
+    held-out images, and the golden files must replay. Returns the parity result; raises
+    ParityError otherwise."""
     dataset = loaded.dataset
     model = fitted.classifier.model
-    export.write_savedmodel(staging, model, loaded.preprocess, dataset.classes, config.image_size)
+    temperature = calibrated.temperature if calibrated else 1.0
+    export.write_savedmodel(
+        staging, model, loaded.preprocess, dataset.classes, config.image_size, temperature
+    )
     golden = _golden_samples(dataset.splits["test"], config.parity_samples)
     golden_bytes = [s.path.read_bytes() for s in golden]
     batches = evaluation_dataset(golden, dataset.classes, loaded.preprocess, config, len(golden))
     golden_images = np.concatenate([x.numpy() for x, _ in batches])
     # The training path is what evaluation ran: Keras' compiled predict on pipeline images.
-    golden_probs = model.predict(golden_images, batch_size=len(golden), verbose=0)
+    golden_probs = calibration.calibrate(
+        model.predict(golden_images, batch_size=len(golden), verbose=0), temperature
+    )
     export.write_golden(staging, golden_bytes, [dataset.relative(s) for s in golden], golden_probs)
     try:
         served = LoadedVersion(staging)  # loaded once, as a server will load it
@@ -263,6 +348,9 @@ def model_card(
         "metrics": evaluation.metrics,
         "history": fitted.state.history,
         "diagnosis": evaluation.diagnosis,
+        "calibration": evaluation.calibration,
+        "min_score": config.min_score,
+        "thresholds": evaluation.thresholds,
         "parity": parity,
         "artifact_bytes": 0,
         "timings": timings,
@@ -354,18 +442,20 @@ def train_and_export(
     fitted = fit(config, loaded, run_dir, hooks=hooks, keras_home=keras_home, verbose=verbose)
     if hooks.on_progress:
         hooks.on_progress({"stage": "evaluate"})
-    evaluation = evaluate(config, loaded, fitted)
+    calibrated = calibrate(config, loaded, fitted)
+    evaluation = evaluate(config, loaded, fitted, calibrated)
     if hooks.on_progress:
         hooks.on_progress({"stage": "export"})
     t = time.monotonic()
     staging = repository.new_staging_dir(model_dir, name)
     try:
-        parity = export_and_verify(staging, config, loaded, fitted, name)
+        parity = export_and_verify(staging, config, loaded, fitted, name, calibrated)
         timings = {
             "scan_seconds": loaded.seconds,
             "audit_seconds": loaded.audit["summary"]["seconds"]["total"],
             "train_seconds": fitted.seconds,
             **{f"{k}_seconds": v for k, v in fitted.state.phase_seconds.items()},
+            "calibrate_seconds": calibrated.seconds,
             "evaluate_seconds": evaluation.seconds,
             "export_seconds": round(time.monotonic() - t, 3),
             "total_seconds": round(time.monotonic() - started, 3),
