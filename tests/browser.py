@@ -57,5 +57,3 @@ def severe_logs(driver, allowed: tuple[str, ...] = ()) -> list[str]:
         for entry in driver.get_log("browser")
         if entry["level"] == "SEVERE" and not any(a in entry["message"] for a in allowed)
     ]
-
-

@@ -25,7 +25,8 @@ def _card(model_dir: Path, name: str, version: int) -> dict:
     try:
         return repository.read_model_card(repository.version_path(model_dir, name, version))
     except (RepositoryError, ValueError) as exc:
-        raise NotFound(f"model {name!r} version {version} has no readable model card: {exc}") from None
+        message = f"model {name!r} version {version} has no readable model card: {exc}"
+        raise NotFound(message) from None
 
 
 def headline_metrics(card: dict) -> dict:
