@@ -8,10 +8,12 @@ Selenium by path, and Selenium Manager is told to stay offline.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 CHROMIUM = Path(os.environ.get("IMGCLF_TEST_CHROMIUM", "/usr/bin/chromium"))
 CHROMEDRIVER = Path(os.environ.get("IMGCLF_TEST_CHROMEDRIVER", "/usr/bin/chromedriver"))
+WAIT_S = 60
 MISSING = (
     "the console tests need Debian's chromium and chromium-driver (apt-get install chromium "
     "chromium-driver; scripts/bootstrap.sh does it as root) and the selenium package"
@@ -57,3 +59,41 @@ def severe_logs(driver, allowed: tuple[str, ...] = ()) -> list[str]:
         for entry in driver.get_log("browser")
         if entry["level"] == "SEVERE" and not any(a in entry["message"] for a in allowed)
     ]
+
+
+def wait_until(predicate, timeout: float = WAIT_S, what: str = ""):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise TimeoutError(f"timed out waiting for {what or predicate}")
+
+
+def text(driver, css: str) -> str:
+    found = driver.find_elements("css selector", css)
+    return found[0].text if found else ""
+
+
+def wait_text(driver, css: str, expected: str, timeout: float = WAIT_S) -> str:
+    return wait_until(
+        lambda: expected in text(driver, css) and text(driver, css),
+        timeout,
+        f"{expected!r} in {css} (now {text(driver, css)!r})",
+    )
+
+
+def open_page(driver, base: str, page: str) -> None:
+    driver.get(f"{base}/ui/#{page}")
+    driver.refresh()  # a new hash alone does not reload; the session token stays
+    wait_until(
+        lambda: driver.find_element("css selector", "body").get_attribute("data-ready") == page,
+        what=f"page {page}",
+    )
+
+
+def select(driver, css: str, value: str) -> None:
+    from selenium.webdriver.support.ui import Select
+
+    Select(driver.find_element("css selector", css)).select_by_value(value)

@@ -78,7 +78,8 @@ def version_summary(model_dir: Path, name: str, version: int) -> dict:
 
 
 def model_versions(model_dir: Path, name: str) -> dict:
-    """Every published version's summary (newest first) and the labels file's aliases."""
+    """Every published version's summary (newest first), the labels file's aliases and,
+    per label, the version a rollback would move it to (None when there is none)."""
     versions = []
     for version in sorted(repository.list_versions(model_dir, name), reverse=True):
         try:
@@ -90,7 +91,20 @@ def model_versions(model_dir: Path, name: str) -> dict:
     except RepositoryError as exc:
         aliases = {}
         versions.append({"error": str(exc)})
-    return {"name": name, "aliases": aliases, "versions": versions}
+    return {
+        "name": name,
+        "aliases": aliases,
+        "rollback": {label: _rollback_target(model_dir, name, label) for label in aliases},
+        "versions": versions,
+    }
+
+
+def _rollback_target(model_dir: Path, name: str, label: str) -> int | None:
+    """The version a rollback of `label` would move it to (imgclf rollback), if any."""
+    try:
+        return registry.rollback_target(model_dir, name, label)
+    except RepositoryError:
+        return None
 
 
 def report_file(model_dir: Path, name: str, version: int, path: str) -> Path:

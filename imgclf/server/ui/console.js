@@ -117,9 +117,11 @@ function renderModels() {
     const versionSelect = el("select", { name: "version", id: `promote-version-${model.name}` },
       card.versions.filter((s) => s.version).map((s) => el("option", { value: s.version }, `version ${s.version}`)));
     const result = el("output", { "aria-live": "polite", id: `promote-result-${model.name}` });
+    const rollbacks = Object.entries(card.rollback || {}).filter(([, v]) => v).map(([label, v]) =>
+      el("button", { type: "button", class: "rollback", onclick: () => promoteLabel(model.name, label, v, result) }, `Roll back ${label} to version ${v}`));
     const promote = el("form", { class: "row promote", onsubmit: (event) => { event.preventDefault(); promoteLabel(model.name, labelInput.value, Number(versionSelect.value), result); } },
       el("label", {}, "Label ", labelInput), el("label", {}, "to ", versionSelect),
-      el("button", { type: "submit" }, "Promote / roll back"), result);
+      el("button", { type: "submit" }, "Promote"), rollbacks, result);
     list.append(el("article", { class: "model", "data-model": model.name },
       el("h3", {}, model.name),
       el("p", {}, "Labels: ", Object.keys(model.labels).length ? Object.entries(model.labels).map(([l, v]) => el("span", { class: "alias" }, `${l} → ${v}`)) : "none"),

@@ -1,0 +1,249 @@
+"""The web console in a real Chromium against a real server, model and queue.
+
+One server (versions 1 and 2 of the trained model, a refused version 3, stable -> 1),
+one worker on its own queue, one headless browser for the module. Each test asserts on
+what the page shows and that the browser logged no error it did not expect.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import pytest
+import requests
+
+from imgclf import registry
+from tests import browser
+from tests.browser import open_page, select, text, wait_text, wait_until
+from tests.faults import refused_version
+from tests.servers import copy_version, start_server
+from tests.workers import WorkerProcess, isolated_queue, wait_final
+
+ADMIN = "console-admin-token"
+# Chromium logs every 4xx answer as an error; these are the ones a step provokes on purpose.
+EXTRA = {"batch_size": 16, "recipe": "fine_tune", "augmentation": "light"}
+NO_TOKEN_YET = "/v1/models - Failed to load resource: the server responded with a status of 401"
+
+pytestmark = pytest.mark.slow
+
+if not browser.available():
+    if os.environ.get("CI", "").lower() not in ("", "0", "false"):
+        pytest.fail(browser.MISSING, pytrace=False)
+    pytest.skip(browser.MISSING, allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def console(trained, tmp_path_factory, redis_url, shapes_dir):
+    root = tmp_path_factory.mktemp("console")
+    model_dir = root / "models"
+    for version in (1, 2):
+        copy_version(trained.version_dir, model_dir, "shapes", version)
+    refused_version(trained.version_dir, model_dir, "shapes", 3)
+    registry.set_alias(model_dir, "shapes", registry.STABLE, 1, by="test")
+    settings, worker_env = isolated_queue(root, redis_url, [shapes_dir.parent])
+    queue = {
+        key: getattr(settings, key)
+        for key in ("broker_url", "result_backend", "queue", "key_prefix", "data_roots", "work_dir")
+    }
+    server = start_server(model_dir, admin_tokens=[ADMIN], **queue)
+    worker = WorkerProcess(worker_env, root / "worker.log")
+    driver = browser.chrome()
+    try:
+        server.base = f"http://127.0.0.1:{server.rest_port}"
+        server.model_dir = model_dir
+        server.shapes = shapes_dir
+        server.driver = driver
+        server.worker = worker
+        driver.get(server.base + "/ui/")
+        driver.find_element("id", "token").send_keys(ADMIN + "\n")
+        wait_text(driver, "#token-state", "token set")
+        wait_text(driver, "article[data-model=shapes]", "shapes")
+        assert browser.severe_logs(driver, allowed=(NO_TOKEN_YET,)) == []
+        yield server
+    finally:
+        driver.quit()
+        worker.stop()
+        server.stop()
+
+
+def version_row(console, version: int):
+    rows = console.driver.find_elements("css selector", "article[data-model=shapes] tbody tr")
+    return next(r for r in rows if r.find_element("tag name", "th").text == str(version))
+
+
+def test_models_page_shows_versions_states_aliases_and_metrics(console):
+    open_page(console.driver, console.base, "models")
+    wait_until(lambda: "refused" in version_row(console, 3).text, what="version 3 refused")
+    v3 = version_row(console, 3).text
+    assert "golden" in v3  # the reason the server refused it
+    v1 = version_row(console, 1).text
+    assert "stable" in v1 and "AVAILABLE" in v1
+    assert re.search(r"\d+\.\d%", v1) and "MB" in v1  # test accuracy, artifact size
+    card = json.loads((console.model_dir / "shapes/1/model_card.json").read_text())
+    assert f"{100 * card['metrics']['test']['accuracy']:.1f}%" in v1
+    assert card["diagnosis"]["status"] in v1
+    assert browser.severe_logs(console.driver) == []
+
+
+def test_try_it_shows_labels_with_percentages_and_the_version(console):
+    open_page(console.driver, console.base, "try")
+    driver = console.driver
+    select(driver, "#try-target", "versions/1")
+    images = sorted((console.shapes / "circle").glob("*.png"))[:2]
+    driver.find_element("id", "try-files").send_keys("\n".join(str(p) for p in images))
+    driver.find_element("css selector", "#try-form button[type=submit]").click()
+    answered = wait_text(driver, ".answered", "version 1")
+    assert re.search(r"in \d+ ms", answered)
+    results = driver.find_elements("css selector", "#try-results figure.result")
+    assert len(results) == 2
+    expected = requests.post(
+        f"{console.base}/v1/models/shapes/versions/1:upload",
+        files={"file": (images[0].name, images[0].read_bytes())},
+        data={"top_k": "3"},
+        timeout=30,
+    ).json()["results"][0]["top"][0]
+    first = results[0].find_element("css selector", ".top li")
+    assert first.find_element("css selector", ".label").text == expected["label"]
+    assert first.find_element("css selector", ".score").text == f"{100 * expected['score']:.1f}%"
+    assert browser.severe_logs(driver) == []
+
+
+def test_a_version_report_opens(console):
+    open_page(console.driver, console.base, "models")
+    driver = console.driver
+    version_row(console, 2).find_element("css selector", "button").click()
+    wait_text(driver, "#report-h", "version 2")
+    frame = driver.find_element("id", "report-frame")
+    driver.switch_to.frame(frame)
+    try:
+        wait_until(
+            lambda: "Confusion" in driver.find_element("tag name", "body").text or None,
+            what="the report's text",
+        )
+        images = driver.find_elements("tag name", "img")
+        assert images and all(i.get_attribute("src").startswith("data:image/png") for i in images)
+        assert all(driver.execute_script("return arguments[0].naturalWidth", i) > 0 for i in images)
+    finally:
+        driver.switch_to.default_content()
+    assert browser.severe_logs(driver) == []
+
+
+def test_report_files_stay_inside_the_report_folder(console):
+    base = f"{console.base}/v1/models/shapes/versions/1/report/"
+    assert requests.get(base + "report.html", timeout=10).status_code == 200
+    for escape in (
+        "../model_card.json",
+        "..%2fmodel_card.json",
+        "%2e%2e/saved_model.pb",
+        "/etc/passwd",
+        "..\\model_card.json",
+    ):
+        answer = requests.get(base + escape, timeout=10)
+        assert answer.status_code == 404, escape
+    assert (
+        requests.get(
+            f"{console.base}/v1/models/shapes/versions/9/report/report.html", timeout=10
+        ).status_code
+        == 404
+    )
+
+
+def test_compare_two_versions_shows_deltas_matrices_and_the_gate(console):
+    open_page(console.driver, console.base, "compare")
+    driver = console.driver
+    select(driver, "#cmp-a", "1")
+    select(driver, "#cmp-b", "2")
+    driver.find_element("css selector", "#compare-form button").click()
+    verdict = wait_text(driver, ".verdict", "version 2 against version 1")
+    assert verdict.endswith("promote")  # the same weights: no rule can refuse
+    labels = json.loads((console.model_dir / "shapes/1/model_card.json").read_text())["labels"]
+    rows = driver.find_elements("css selector", "#per-class tbody tr")
+    assert [r.find_element("tag name", "th").text for r in rows] == labels
+    for row in rows:  # the same weights: every per-class delta is zero
+        deltas = row.find_elements("css selector", "td")[2::3]
+        assert [d.text for d in deltas] == ["0.0 pts"] * 3
+    matrices = driver.find_elements("css selector", "table.matrix")
+    assert len(matrices) == 2
+    assert browser.severe_logs(driver) == []
+
+
+def test_promote_roll_back_and_a_refused_version_explained(console):
+    open_page(console.driver, console.base, "models")
+    driver = console.driver
+    select(driver, "#promote-version-shapes", "2")
+    driver.find_element("css selector", "article[data-model=shapes] form.promote button").click()
+    wait_text(driver, "#promote-result-shapes", "stable → version 2: loaded and serving")
+    wait_until(lambda: "stable" in version_row(console, 2).text, what="stable on version 2")
+    assert "stable" not in version_row(console, 1).text
+    assert registry.aliases(console.model_dir, "shapes")["stable"] == 2
+    select(driver, "#promote-version-shapes", "3")
+    driver.find_element("css selector", "article[data-model=shapes] form.promote button").click()
+    refused = wait_text(driver, "#promote-result-shapes", "refused:")
+    assert "golden" in refused
+    assert registry.aliases(console.model_dir, "shapes")["stable"] == 2
+    driver.find_element("css selector", "article[data-model=shapes] button.rollback").click()
+    wait_text(driver, "#promote-result-shapes", "stable → version 1: loaded and serving")
+    assert registry.aliases(console.model_dir, "shapes")["stable"] == 1
+    wait_until(lambda: "stable" in version_row(console, 1).text, what="stable back on 1")
+    assert browser.severe_logs(driver, allowed=("status of 409",)) == []
+
+
+def fill(driver, field: str, value: str) -> None:
+    element = driver.find_element("id", f"job-{field}")
+    element.clear()
+    element.send_keys(value)
+
+
+def test_job_form_errors_sit_next_to_the_field_and_a_job_runs_to_the_end(console):
+    from imgclf.jobs.store import open_store
+
+    console.worker.wait_ready()
+    open_page(console.driver, console.base, "jobs")
+    driver = console.driver
+    submit = driver.find_element("css selector", "#job-form button[type=submit]")
+    fill(driver, "name", "shapes")
+    fill(driver, "data", "/etc")
+    fill(driver, "head_epochs", "-1")
+    submit.click()
+    assert "head_epochs" in wait_text(driver, "#err-head_epochs", "head_epochs")
+    assert driver.find_element("id", "job-head_epochs").get_attribute("aria-invalid") == "true"
+    fill(driver, "head_epochs", "3")
+    submit.click()
+    wait_text(driver, "#err-data", "outside the allowed data roots")
+    assert text(driver, "#err-head_epochs") == ""
+    fill(driver, "data", str(console.shapes))
+    select(driver, "#job-weights", "none")
+    fill(driver, "image_size", "32")
+    fill(driver, "fine_tune_epochs", "1")
+    # Only the chance rule of the promotion gate: this test is about the page, not the gate.
+    fill(
+        driver,
+        "extra",
+        json.dumps(
+            {**EXTRA, "promotion_tolerance": 1, "max_recall_drop": 1, "promotion_confidence": 0}
+        ),
+    )
+    submit.click()
+    started = wait_text(driver, "#job-form-result", "queued")
+    short = started.split()[1]
+    row = f"tr[data-job^='{short}']"
+    wait_until(lambda: "epoch" in text(driver, f"{row} .progress"), 240, "epoch progress")
+    final = wait_until(
+        lambda: (
+            driver.find_element("css selector", row).get_attribute("data-status")
+            in ("succeeded", "failed", "rejected", "cancelled")
+            and driver.find_element("css selector", row).get_attribute("data-status")
+        ),
+        300,
+        "the job to finish",
+    )
+    store = open_store(console.settings.result_backend, console.settings.key_prefix)
+    job_id = driver.find_element("css selector", row).get_attribute("data-job")
+    record = wait_final(store, job_id, 10)
+    assert final == record["status"] == "succeeded", record.get("error")
+    wait_text(driver, "dd[data-fact=Status]", "succeeded")
+    assert text(driver, "dd[data-fact=Version]") == str(record["version"])
+    assert wait_text(driver, "#job-log", "epoch")
+    assert browser.severe_logs(driver, allowed=("status of 400",)) == []
