@@ -37,13 +37,14 @@ def headline_metrics(card: dict) -> dict:
     return shown
 
 
-def summary(card: dict, version_dir: Path) -> dict:
-    """One version as the console's model list shows it (a few hundred bytes)."""
+def summary(card: dict, version_dir: Path, version: int) -> dict:
+    """One version as the console's model list shows it (a few hundred bytes). The
+    number is the folder's: a copied version keeps its card's old one."""
     diagnosis = card.get("diagnosis") or {}
     audit = (card.get(AUDIT_CARD_KEY) or {}).get("summary")
     promotion = card.get("promotion") or {}
     return {
-        "version": card.get("version"),
+        "version": version,
         "created_at": card.get("created_at"),
         "artifact_bytes": card.get("artifact_bytes"),
         "labels": card.get("labels", []),
@@ -74,12 +75,14 @@ def _audit_summary(audit: dict | None) -> dict | None:
 
 def version_summary(model_dir: Path, name: str, version: int) -> dict:
     card = _card(model_dir, name, version)
-    return summary(card, repository.version_path(model_dir, name, version))
+    return summary(card, repository.version_path(model_dir, name, version), version)
 
 
 def model_versions(model_dir: Path, name: str) -> dict:
     """Every published version's summary (newest first), the labels file's aliases and,
     per label, the version a rollback would move it to (None when there is none)."""
+    if not repository.model_path(model_dir, name).is_dir():
+        raise NotFound(f"model {name!r} is not in the repository")
     versions = []
     for version in sorted(repository.list_versions(model_dir, name), reverse=True):
         try:
