@@ -72,8 +72,24 @@ def wait_until(predicate, timeout: float = WAIT_S, what: str = ""):
 
 
 def text(driver, css: str) -> str:
-    found = driver.find_elements("css selector", css)
-    return found[0].text if found else ""
+    """The first match's text, or '' (also when the page replaced it while reading)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    try:
+        found = driver.find_elements("css selector", css)
+        return found[0].text if found else ""
+    except StaleElementReferenceException:
+        return ""
+
+
+def attribute(driver, css: str, name: str) -> str:
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    try:
+        found = driver.find_elements("css selector", css)
+        return (found[0].get_attribute(name) or "") if found else ""
+    except StaleElementReferenceException:
+        return ""
 
 
 def wait_text(driver, css: str, expected: str, timeout: float = WAIT_S) -> str:

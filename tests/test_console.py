@@ -15,8 +15,9 @@ import pytest
 import requests
 
 from imgclf import registry
+from imgclf.jobs.spec import TERMINAL
 from tests import browser
-from tests.browser import open_page, select, text, wait_text, wait_until
+from tests.browser import attribute, open_page, select, text, wait_text, wait_until
 from tests.faults import refused_version
 from tests.servers import copy_version, start_server
 from tests.workers import WorkerProcess, isolated_queue, wait_final
@@ -69,13 +70,19 @@ def console(trained, tmp_path_factory, redis_url, shapes_dir):
 
 
 def version_row(console, version: int):
+    """The Models page's table row of `version` (None while it is not shown)."""
     rows = console.driver.find_elements("css selector", "article[data-model=shapes] tbody tr")
-    return next(r for r in rows if r.find_element("tag name", "th").text == str(version))
+    return next((r for r in rows if r.find_element("tag name", "th").text == str(version)), None)
+
+
+def row_shows(console, version: int, expected: str) -> bool:
+    row = version_row(console, version)
+    return row is not None and expected in row.text
 
 
 def test_models_page_shows_versions_states_aliases_and_metrics(console):
     open_page(console.driver, console.base, "models")
-    wait_until(lambda: "refused" in version_row(console, 3).text, what="version 3 refused")
+    wait_until(lambda: row_shows(console, 3, "refused"), what="version 3 refused")
     v3 = version_row(console, 3).text
     assert "golden" in v3  # the reason the server refused it
     v1 = version_row(console, 1).text
@@ -123,7 +130,9 @@ def test_a_version_report_opens(console):
             what="the report's text",
         )
         images = driver.find_elements("tag name", "img")
-        assert images and all(i.get_attribute("src").startswith("data:image/png") for i in images)
+        sources = [i.get_attribute("src") for i in images]
+        assert sources and all(s.startswith("data:image/") for s in sources)
+        assert sum(s.startswith("data:image/png") for s in sources) >= 2  # curves, matrix
         assert all(driver.execute_script("return arguments[0].naturalWidth", i) > 0 for i in images)
     finally:
         driver.switch_to.default_content()
@@ -142,8 +151,8 @@ def test_compare_two_versions_shows_deltas_matrices_and_the_gate(console):
     rows = driver.find_elements("css selector", "#per-class tbody tr")
     assert [r.find_element("tag name", "th").text for r in rows] == labels
     for row in rows:  # the same weights: every per-class delta is zero
-        deltas = row.find_elements("css selector", "td")[2::3]
-        assert [d.text for d in deltas] == ["0.0 pts"] * 3
+        cells = [d.text for d in row.find_elements("css selector", "td")]
+        assert [cells[2], cells[5], cells[6]] == ["0.0 pts"] * 3  # precision, recall, F1
     matrices = driver.find_elements("css selector", "table.matrix")
     assert len(matrices) == 2
     assert browser.severe_logs(driver) == []
@@ -155,7 +164,7 @@ def test_promote_roll_back_and_a_refused_version_explained(console):
     select(driver, "#promote-version-shapes", "2")
     driver.find_element("css selector", "article[data-model=shapes] form.promote button").click()
     wait_text(driver, "#promote-result-shapes", "stable → version 2: loaded and serving")
-    wait_until(lambda: "stable" in version_row(console, 2).text, what="stable on version 2")
+    wait_until(lambda: row_shows(console, 2, "stable"), what="stable on version 2")
     assert "stable" not in version_row(console, 1).text
     assert registry.aliases(console.model_dir, "shapes")["stable"] == 2
     select(driver, "#promote-version-shapes", "3")
@@ -166,7 +175,7 @@ def test_promote_roll_back_and_a_refused_version_explained(console):
     driver.find_element("css selector", "article[data-model=shapes] button.rollback").click()
     wait_text(driver, "#promote-result-shapes", "stable → version 1: loaded and serving")
     assert registry.aliases(console.model_dir, "shapes")["stable"] == 1
-    wait_until(lambda: "stable" in version_row(console, 1).text, what="stable back on 1")
+    wait_until(lambda: row_shows(console, 1, "stable"), what="stable back on 1")
     assert browser.severe_logs(driver, allowed=("status of 409",)) == []
 
 
@@ -209,21 +218,39 @@ def test_job_form_errors_sit_next_to_the_field_and_a_job_runs_to_the_end(console
     started = wait_text(driver, "#job-form-result", "queued")
     short = started.split()[1]
     row = f"tr[data-job^='{short}']"
-    wait_until(lambda: "epoch" in text(driver, f"{row} .progress"), 240, "epoch progress")
+    wait_until(lambda: "epoch" in text(driver, f"{row} .progress"), 600, "epoch progress")
     final = wait_until(
         lambda: (
-            driver.find_element("css selector", row).get_attribute("data-status")
-            in ("succeeded", "failed", "rejected", "cancelled")
-            and driver.find_element("css selector", row).get_attribute("data-status")
+            attribute(driver, row, "data-status") in TERMINAL
+            and attribute(driver, row, "data-status")
         ),
-        300,
+        900,  # minutes on a busy 2-core machine
         "the job to finish",
     )
     store = open_store(console.settings.result_backend, console.settings.key_prefix)
-    job_id = driver.find_element("css selector", row).get_attribute("data-job")
+    job_id = attribute(driver, row, "data-job")
     record = wait_final(store, job_id, 10)
     assert final == record["status"] == "succeeded", record.get("error")
     wait_text(driver, "dd[data-fact=Status]", "succeeded")
     assert text(driver, "dd[data-fact=Version]") == str(record["version"])
-    assert wait_text(driver, "#job-log", "epoch")
+    assert wait_text(driver, "#job-log", "Epoch 1/")
+    # A second job, cancelled from its details: the record and the row end "cancelled".
+    submit.click()
+    second = wait_text(driver, "#job-form-result", "queued").split()[1]
+    assert second != short
+    wait_text(driver, "#job-detail-h", f"Job {second}")
+    driver.find_element("id", "job-cancel").click()
+    wait_until(
+        lambda: attribute(driver, f"tr[data-job^='{second}']", "data-status") == "cancelled",
+        120,
+        "the second job cancelled",
+    )
+    wait_text(driver, "dd[data-fact=Status]", "cancelled")
     assert browser.severe_logs(driver, allowed=("status of 400",)) == []
+
+    # The published version shows up on the Models page once the server has loaded it.
+    def published_version_shown() -> bool:
+        open_page(driver, console.base, "models")
+        return row_shows(console, record["version"], "AVAILABLE")
+
+    wait_until(published_version_shown, 180, f"version {record['version']} on the Models page")

@@ -315,11 +315,20 @@ async function refreshJobs() {
     show($("jobs-error"), error.status === 401 ? new Error("jobs need the admin token: enter it above") : error);
     return;
   }
-  $("job-table").tBodies[0].replaceChildren(...jobs.map((job) => el("tr", { "data-job": job.id, "data-status": job.status },
-    el("th", { scope: "row" }, el("code", {}, job.id.slice(0, 8))), el("td", {}, job.kind), el("td", {}, job.name),
-    el("td", { class: "status-" + job.status }, job.status), el("td", { class: "progress" }, progressText(job)),
-    el("td", {}, when(job.created_at)),
-    el("td", {}, el("button", { type: "button", onclick: () => { openJob = job.id; logOffset = 0; $("job-log").textContent = ""; refreshDetail(); } }, `Details ${job.id.slice(0, 8)}`)))));
+  // Rows are updated in place (a re-created row would take the keyboard focus away).
+  const body = $("job-table").tBodies[0];
+  const rows = jobs.map((job) => {
+    const row = [...body.rows].find((r) => r.dataset.job === job.id) || el("tr", { "data-job": job.id },
+      el("th", { scope: "row" }, el("code", {}, job.id.slice(0, 8))), el("td", {}, job.kind), el("td", {}, job.name),
+      el("td"), el("td", { class: "progress" }), el("td", {}, when(job.created_at)),
+      el("td", {}, el("button", { type: "button", onclick: () => { openJob = job.id; logOffset = 0; $("job-log").textContent = ""; refreshDetail(); } }, `Details ${job.id.slice(0, 8)}`)));
+    row.dataset.status = job.status;
+    row.cells[3].className = "status-" + job.status;
+    row.cells[3].textContent = job.status;
+    row.cells[4].textContent = progressText(job);
+    return row;
+  });
+  if (rows.map((r) => r.dataset.job).join() !== [...body.rows].map((r) => r.dataset.job).join()) body.replaceChildren(...rows);
   if (openJob) await refreshDetail();
 }
 
