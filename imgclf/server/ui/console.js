@@ -107,7 +107,8 @@ function renderModels() {
         el("td", { class: "state-" + state.text }, state.text, state.error ? el("div", { class: "reason" }, state.error) : null),
         el("td", {}, pct(s.test.accuracy)),
         el("td", {}, pct(s.test.macro_f1)),
-        el("td", {}, s.diagnosis.status || "–", s.diagnosis.summary ? el("div", { class: "reason" }, s.diagnosis.summary) : null),
+        el("td", {}, s.diagnosis.status || "–", s.diagnosis.summary ? el("div", { class: "reason" }, s.diagnosis.summary) : null,
+          s.calibration && s.calibration.ece_after !== undefined ? el("div", { class: "reason" }, `calibration error ${pct(s.calibration.ece_before)} → ${pct(s.calibration.ece_after)}`) : null),
         el("td", {}, audit),
         el("td", {}, bytes(s.artifact_bytes)),
         el("td", {}, when(s.created_at)),
@@ -216,6 +217,9 @@ async function classify(files) {
   const form = new FormData();
   for (const file of files) form.append("file", file, file.name);
   form.append("top_k", $("try-k").value || "3");
+  // Below min_score a server with calibration answers "unknown" (one without ignores it).
+  const minScore = $("try-min").value === "" ? undefined : Number($("try-min").value);
+  if (minScore !== undefined) form.append("min_score", String(minScore));
   out.replaceChildren(el("p", {}, "classifying…"));
   const started = performance.now();
   let answer;
@@ -227,7 +231,7 @@ async function classify(files) {
   if (await hasExplain(base)) {
     try {
       const instances = await Promise.all(files.map(async (f) => ({ b64: await readB64(f) })));
-      overlays = (await api(base + ":explain", { method: "POST", json: { instances, top_k: Number($("try-k").value || 3) } })).explanations.map((e) => e.overlay && e.overlay.b64);
+      overlays = (await api(base + ":explain", { method: "POST", json: { instances, top_k: Number($("try-k").value || 3), min_score: minScore } })).explanations.map((e) => e.overlay && e.overlay.b64);
     } catch (error) { show($("try-error"), new Error("no heatmap: " + error.message)); }
   }
   out.replaceChildren(el("p", { class: "answered" }, `Answered by ${answer.model} version ${answer.version} in ${latency.toFixed(0)} ms`),
