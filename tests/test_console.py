@@ -94,6 +94,24 @@ def test_models_page_shows_versions_states_aliases_and_metrics(console):
     assert browser.severe_logs(console.driver) == []
 
 
+def test_every_control_is_labelled_and_reachable_by_keyboard(console):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    open_page(console.driver, console.base, "models")
+    driver = console.driver
+    unlabelled = driver.execute_script(
+        "return [...document.querySelectorAll('input, select, textarea')]"
+        ".filter((e) => !e.labels.length).map((e) => e.id || e.name)"
+    )
+    assert unlabelled == []
+    reached = []
+    for _ in range(20):
+        ActionChains(driver).send_keys(Keys.TAB).perform()
+        reached.append(driver.execute_script("return document.activeElement.textContent.trim()"))
+    assert {"Models", "Try it", "Compare", "Jobs", "Report v1", "Promote"} <= set(reached)
+
+
 def test_try_it_shows_labels_with_percentages_and_the_version(console):
     open_page(console.driver, console.base, "try")
     driver = console.driver
