@@ -88,7 +88,8 @@ async function loadModels() {
 function stateOf(model, version) {
   const served = model.versions.find((v) => v.version === version);
   if (!served) return { text: "not loaded", error: "" };
-  return { text: served.error ? "refused" : served.state, error: served.error };
+  if (served.error) return { text: "refused", error: served.error };
+  return { text: served.state, error: served.state === "END" ? "unloaded: no label or version policy holds it" : "" };
 }
 
 function renderModels() {
