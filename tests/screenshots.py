@@ -109,7 +109,7 @@ def capture(root: Path, redis_url: str) -> None:
         driver.find_element("id", "job-extra").send_keys(json.dumps(extra))
         driver.find_element("css selector", "#job-form button[type=submit]").click()
         wait_until(lambda: "ETA" in text(driver, "dd[data-fact=Progress]"), 300, "progress")
-        wait_until(lambda: "epoch" in text(driver, "#job-log"), 120, "the log")
+        wait_until(lambda: "Epoch" in text(driver, "#job-log"), 300, "the log")
         _shoot(driver, "jobs")
     finally:
         driver.quit()
