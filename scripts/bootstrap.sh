@@ -21,11 +21,14 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
     "$VENV/bin/python" -m pip install --quiet -e "$ROOT[dev]"
     echo "$WANT" > "$STAMP"
 fi
-# The queue tests run a real Redis and a real RabbitMQ: install Debian's servers when
-# they are missing and this machine can (root with apt-get); otherwise the tests say how.
+# The queue tests run a real Redis and a real RabbitMQ, the console tests a real Chromium
+# through its chromedriver: install Debian's packages when they are missing and this
+# machine can (root with apt-get); otherwise the tests say how (and fail under CI).
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v rabbitmq-server >/dev/null 2>&1 || [ -x /usr/sbin/rabbitmq-server ] || missing+=(rabbitmq-server)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+[ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
 if [ "${#missing[@]}" -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing ${missing[*]} (Debian packages)"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" \

@@ -358,7 +358,68 @@ _PROMOTE = {
         "400": _ERROR,
         "404": _ERROR,
         "401": _ERROR,
+        "409": _ERROR,
     },
 }
+
+
+def _console_paths(paths: dict) -> None:
+    """The web console (imgclf.server.console): its files and its read-only model routes."""
+    html = {"200": {"description": "the console", "content": {"text/html": {}}}}
+    paths["/ui"] = {
+        "get": {"summary": "Redirect to /ui/", "responses": {"308": {"description": "to /ui/"}}}
+    }
+    paths["/ui/"] = {"get": {"summary": "The web console", "responses": html}}
+    paths["/ui/{filename}"] = {
+        "parameters": [_param("filename")],
+        "get": {
+            "summary": "A file of the web console (JavaScript, CSS)",
+            "responses": {"200": {"description": "the file"}, "404": _ERROR},
+        },
+    }
+    paths["/v1/models/{name}/cards"] = {
+        "parameters": [_param("name")],
+        "get": {
+            "summary": "Every published version's model-card summary and the model's labels",
+            "description": "Created time, artifact size, test metrics, diagnosis, data audit "
+            "summary, signatures and whether a report exists; newest version first. Needs a "
+            "predict token when predict tokens are configured.",
+            "security": _AUTH,
+            "responses": {"200": {"description": "versions"}, "401": _ERROR, "404": _ERROR},
+        },
+    }
+    paths["/v1/models/{name}/versions/{version}/report/{path}"] = {
+        "parameters": [_param("name"), _param("version", "integer"), _param("path")],
+        "get": {
+            "summary": "A file of the version's report folder (report.html, its images)",
+            "description": "Read-only; only files inside the version's report/ folder. Sent "
+            "with a sandboxing Content-Security-Policy.",
+            "security": _AUTH,
+            "responses": {"200": {"description": "the file"}, "401": _ERROR, "404": _ERROR},
+        },
+    }
+    paths["/v1/models/{name}/compare"] = {
+        "parameters": [
+            _param("name"),
+            {"name": "a", "in": "query", "required": True, "schema": {"type": "integer"}},
+            {"name": "b", "in": "query", "required": True, "schema": {"type": "integer"}},
+        ],
+        "get": {
+            "summary": "Two versions side by side and the promotion gate's verdict on b vs a",
+            "description": "Test metrics, per-class precision/recall/F1 deltas, both "
+            "confusion matrices, and imgclf.trainer.promotion.decide() applied to the two "
+            "model cards' recorded test metrics (a = live, b = candidate).",
+            "security": _AUTH,
+            "responses": {
+                "200": {"description": "comparison"},
+                "400": _ERROR,
+                "401": _ERROR,
+                "404": _ERROR,
+            },
+        },
+    }
+
+
 _model_paths(OPENAPI["paths"], _UPLOAD)
 OPENAPI["paths"]["/v1/models/{name}/labels/{label}"]["post"] = _PROMOTE
+_console_paths(OPENAPI["paths"])

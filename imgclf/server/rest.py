@@ -1,8 +1,9 @@
 """The REST API (Flask): TensorFlow Serving's endpoints plus upload, jobs and ops.
 
-Three blueprints: `predict` (the TF Serving model routes, one view per verb), `admin`
-(model list, label promotion, training jobs; admin token) and `ops` (health, readiness,
-metrics, OpenAPI). Each view is parse (rest_codec) -> core -> encode (rest_codec);
+Four blueprints: `predict` (the TF Serving model routes, one view per verb), `admin`
+(model list, label promotion, training jobs; admin token), `ops` (health, readiness,
+metrics, OpenAPI) and `console` (the web console at /ui/ and its read-only model routes,
+imgclf.server.console). Each view is parse (rest_codec) -> core -> encode (rest_codec);
 errors are the project's exceptions, rendered as {"error": "...", "request_id": "..."}
 with their own HTTP status.
 """
@@ -25,6 +26,7 @@ from imgclf import contract
 from imgclf.errors import ImgclfError, InvalidInput, NotFound, PayloadTooLarge, quote
 from imgclf.server import rest_codec
 from imgclf.server.auth import Auth, bearer
+from imgclf.server.console import console_routes
 from imgclf.server.control import ControlPlane
 from imgclf.server.core import DataPlane, Target
 from imgclf.server.openapi import OPENAPI
@@ -249,6 +251,7 @@ def create_app(data: DataPlane, control: ControlPlane, auth: Auth) -> Flask:
     app.register_blueprint(admin_routes(control, auth, max_bytes))
     app.register_blueprint(predict_routes(data, auth))
     app.register_blueprint(ops_routes(data))
+    app.register_blueprint(console_routes(control.settings.model_dir, auth))
     _install_request_hooks(app, max_bytes)
     return app
 
