@@ -1,10 +1,10 @@
 """The serving core (data plane) shared by REST and gRPC.
 
 Every question a client can ask the model side goes through one method here:
-predict, classify, metadata, status, ready (explain joins them with the
-explanations work). Each method resolves the version that serves, applies its own
-limits and records its own metrics; the protocol layers only parse, call and encode,
-so REST and gRPC give the same answers from the same batcher and model copy.
+predict, classify, explain, metadata, status, ready. Each method resolves the version
+that serves, applies its own limits and records its own metrics; the protocol layers
+only parse, call and encode, so REST and gRPC give the same answers from the same
+batcher and model copy.
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from imgclf import registry
+from imgclf import contract, registry
 from imgclf.artifact import LoadedVersion
 from imgclf.errors import (
     BadImageError,
+    Conflict,
     ImgclfError,
     InvalidInput,
     NotFound,
@@ -27,6 +28,7 @@ from imgclf.errors import (
     PayloadTooLarge,
     quote,
 )
+from imgclf.explanation import Explanations, heatmap_png, overlay_png
 from imgclf.prediction import Prediction
 from imgclf.server.imageinfo import DecodeBudget, sniff
 from imgclf.server.manager import ModelManager, ServedVersion, State
@@ -95,6 +97,32 @@ def decode_and_predict(
     return probabilities, errors
 
 
+def decode_and_explain(
+    loaded: LoadedVersion, images: list[bytes]
+) -> tuple[tuple[np.ndarray, np.ndarray], dict[int, Exception]]:
+    """One batch through `explain`: ((heatmaps [n, H, W], probabilities [n, C]), errors).
+
+    As decode_and_predict: only when the batch call fails is each image decoded alone;
+    the decodable ones are explained again without the bad ones."""
+    try:
+        return loaded.explain_bytes(images), {}
+    except BadImageError:
+        pass
+    good, errors = [], {}
+    for i, image in enumerate(images):
+        try:
+            loaded.preprocess(image)
+            good.append(i)
+        except BadImageError as exc:
+            errors[i] = exc
+    size = loaded.image_shape[:2]
+    heatmaps = np.zeros((len(images), *size), np.float32)
+    probabilities = np.zeros((len(images), len(loaded.labels)), np.float32)
+    if good:
+        heatmaps[good], probabilities[good] = loaded.explain_bytes([images[i] for i in good])
+    return (heatmaps, probabilities), errors
+
+
 def _predict_images(
     loaded: LoadedVersion, images: np.ndarray
 ) -> tuple[np.ndarray, dict[int, Exception]]:
@@ -125,8 +153,41 @@ class DataPlane:
         """Encoded images in; the caller reads `top_k()` of the answer."""
         return self.predict(target, images, protocol)
 
-    # explain(target, images, protocol) joins here with the explanations work: resolve,
-    # check, run the version's `explain` signature through the batcher, record.
+    def explain(
+        self,
+        target: Target,
+        images: Sequence[bytes],
+        protocol: str,
+        min_score: float | None = None,
+    ) -> Explanations:
+        """Encoded images in; prediction, Grad-CAM heatmaps and their PNGs out.
+
+        The version's `explain` signature runs through the model's batcher (same queue,
+        limits and metrics as predict, in batches of its own). A version exported
+        before explanations existed answers Conflict (409 / FAILED_PRECONDITION).
+        """
+        with self._call(target, protocol) as call:
+            served, loaded = self.resolve(target)
+            call.version = served.version
+            if not loaded.has_explain:
+                raise Conflict(
+                    f"model {quote(target.name)} version {served.version} was exported "
+                    f"before explanations existed (it has no '{contract.EXPLAIN}' "
+                    "signature); retrain it to get explanations (the new version's export "
+                    "includes them), or use :predict / :classify with this one"
+                )
+            heatmaps, prediction = self._run_explain(served, loaded, list(images))
+            # PNGs on the request thread, not the batch thread: the batch stays the model's.
+            views = [loaded.preprocess(bytes(image)) for image in images]
+            if min_score is None:
+                min_score = loaded.card.get("min_score")
+            return Explanations(
+                prediction,
+                heatmaps,
+                [heatmap_png(h) for h in heatmaps],
+                [overlay_png(v, h) for v, h in zip(views, heatmaps, strict=True)],
+                None if min_score is None else float(min_score),
+            )
 
     def metadata(self, target: Target, protocol: str) -> tuple[ServedVersion, object]:
         """(the version that serves, its SignatureDefMap proto as TF Serving returns it)."""
@@ -239,11 +300,34 @@ class DataPlane:
         finally:  # so an idle model reads 0, not the depth its last request saw
             self.metrics.queue_depth.labels(served.name).set(batcher.depth())
         prediction = Prediction(served.name, served.version, probabilities, loaded.labels)
+        self._record(served, prediction)
+        return prediction
+
+    def _run_explain(
+        self, served: ServedVersion, loaded: LoadedVersion, images: list[bytes]
+    ) -> tuple[np.ndarray, Prediction]:
+        """(heatmaps [n, H, W], prediction) through the batcher, as _run does for predict."""
+        batcher = self.manager.batcher(served.name)
+        with batcher.admission():
+            self.check_images(images)
+            images = [bytes(image) for image in images]
+            future = batcher.submit(
+                images, (loaded, contract.EXPLAIN), lambda x: decode_and_explain(loaded, x)
+            )
+        self.metrics.queue_depth.labels(served.name).set(batcher.depth())
+        try:
+            heatmaps, probabilities = future.result(timeout=_RESULT_TIMEOUT_S)
+        finally:
+            self.metrics.queue_depth.labels(served.name).set(batcher.depth())
+        prediction = Prediction(served.name, served.version, probabilities, loaded.labels)
+        self._record(served, prediction)
+        return heatmaps, prediction
+
+    def _record(self, served: ServedVersion, prediction: Prediction) -> None:
         version = str(served.version)
-        for name, row in zip(prediction.predicted_names(), probabilities, strict=True):
+        for name, row in zip(prediction.predicted_names(), prediction.probabilities, strict=True):
             self.metrics.predictions.labels(served.name, version, name).inc()
             self.metrics.confidence.labels(served.name, version).observe(float(row.max()))
-        return prediction
 
     @contextlib.contextmanager
     def _call(self, target: Target, protocol: str) -> Iterator[_Call]:

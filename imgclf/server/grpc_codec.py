@@ -23,6 +23,7 @@ from tensorflow_serving.apis import (
 
 from imgclf import contract
 from imgclf.errors import InvalidInput, PayloadTooLarge, quote
+from imgclf.explanation import Explanations
 from imgclf.prediction import Prediction
 from imgclf.server.core import Limits, Target
 from imgclf.server.manager import ServedVersion
@@ -51,7 +52,7 @@ def target(model_spec) -> Target:
     return Target(model_spec.name, version, model_spec.version_label or None)
 
 
-def own_target(request: imgclf_pb2.ClassifyRequest) -> Target:
+def own_target(request: imgclf_pb2.ClassifyRequest | imgclf_pb2.ExplainRequest) -> Target:
     if not request.model:
         raise InvalidInput("model is required")
     which = request.WhichOneof("target")
@@ -191,6 +192,49 @@ def encode_own_classify(
         result = response.results.add(probabilities=probabilities.tolist())
         for class_name, score in row:
             result.top.add(label=class_name, score=score)
+    return response
+
+
+def parse_explain(request: imgclf_pb2.ExplainRequest) -> tuple[Target, float | None]:
+    """(target, min_score or None); min_score must lie in [0, 1]."""
+    spec = own_target(request)
+    if request.top_k < 0:
+        raise InvalidInput(
+            f"top_k must be >= 0 (0 = {contract.DEFAULT_TOP_K}), got {request.top_k}"
+        )
+    if not request.HasField("min_score"):
+        return spec, None
+    if not 0.0 <= request.min_score <= 1.0:
+        raise InvalidInput(f"min_score must be between 0 and 1, got {request.min_score}")
+    return spec, float(request.min_score)
+
+
+def encode_explain(
+    request: imgclf_pb2.ExplainRequest, explained: Explanations
+) -> imgclf_pb2.ExplainResponse:
+    prediction = explained.prediction
+    response = imgclf_pb2.ExplainResponse(
+        model=request.model, version=prediction.version, class_names=prediction.class_names
+    )
+    top = prediction.top_k(request.top_k or contract.DEFAULT_TOP_K)
+    rows = zip(
+        top,
+        explained.labels(),
+        prediction.probabilities,
+        explained.heatmap_pngs,
+        explained.overlay_pngs,
+        strict=True,
+    )
+    for row, (label, score), probabilities, heatmap, overlay in rows:
+        entry = response.explanations.add(
+            label=label,
+            score=score,
+            probabilities=probabilities.tolist(),
+            heatmap_png=heatmap,
+            overlay_png=overlay,
+        )
+        for class_name, class_score in row:
+            entry.top.add(label=class_name, score=class_score)
     return response
 
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from imgclf import contract
 from imgclf.errors import InvalidInput, NotFound, quote
+from imgclf.explanation import Explanations
 from imgclf.prediction import Prediction
 from imgclf.server.core import Target
 
@@ -172,15 +173,95 @@ def parse_top_k(value: str | None) -> int:
     return int(value)
 
 
-def encode_upload(target: Target, filenames: list[str], prediction: Prediction, k: int) -> dict:
+def parse_min_score(value: Any) -> float | None:
+    """None, or a number in [0, 1] (a JSON number or a form field's text)."""
+    if value is None or value == "":
+        return None
+    try:
+        number = float(value) if not isinstance(value, bool) else None
+    except (TypeError, ValueError):
+        number = None
+    if number is None or not 0.0 <= number <= 1.0:
+        raise InvalidInput(f"min_score must be a number between 0 and 1, got {quote(value)}")
+    return number
+
+
+def parse_flag(value: str | None, name: str) -> bool:
+    """A form field's yes/no ('true'/'false', '1'/'0'; absent = false)."""
+    if value is None or value.lower() in ("", "false", "0", "no"):
+        return False
+    if value.lower() in ("true", "1", "yes"):
+        return True
+    raise InvalidInput(f"{name} must be true or false, got {quote(value)}")
+
+
+def parse_explain_body(body: Any) -> tuple[list[bytes], int, float | None]:
+    """{"instances": [{"b64": ...}], "top_k": k, "min_score": s} -> (images, k, min_score)."""
+    if not isinstance(body, dict) or not isinstance(body.get("instances"), list):
+        raise InvalidInput(
+            'the explain body must be a JSON object {"instances": [{"b64": "..."}, ...]}'
+        )
+    unknown = sorted(set(body) - {"instances", "top_k", "min_score", "signature_name"})
+    if unknown:
+        raise InvalidInput(
+            f"unknown field(s) {quote(unknown)}; :explain takes instances, top_k, min_score"
+        )
+    if body.get("signature_name", contract.EXPLAIN) != contract.EXPLAIN:
+        raise InvalidInput(f"signature_name of :explain can only be '{contract.EXPLAIN}'")
+    top_k = body.get("top_k", contract.DEFAULT_TOP_K)
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= 10**6:
+        raise InvalidInput(f"top_k must be a positive integer, got {quote(top_k)}")
+    images = [
+        _b64(_unwrap(row, contract.INPUT_IMAGE_BYTES, f"instance {i}"), f"instance {i}")
+        for i, row in enumerate(body["instances"])
+    ]
+    return images, top_k, parse_min_score(body.get("min_score"))
+
+
+def _explanation(explained: Explanations, i: int, top: list, label: tuple[str, float]) -> dict:
     return {
-        "model": target.name,
-        "version": prediction.version,
-        "results": [
-            {"filename": filename, "top": [{"label": name, "score": s} for name, s in row]}
-            for filename, row in zip(filenames, prediction.top_k(k), strict=True)
+        "label": label[0],
+        "score": label[1],
+        "top": [{"label": name, "score": s} for name, s in top],
+        "heatmap": {"b64": base64.b64encode(explained.heatmap_pngs[i]).decode()},
+        "overlay": {"b64": base64.b64encode(explained.overlay_pngs[i]).decode()},
+    }
+
+
+def encode_explain(target: Target, explained: Explanations, k: int) -> dict:
+    rows = explained.prediction.top_k(k)
+    labels = explained.labels()
+    return {
+        "model_spec": {
+            "name": target.name,
+            "version": str(explained.prediction.version),
+            "signature_name": contract.EXPLAIN,
+        },
+        "explanations": [
+            _explanation(explained, i, row, label)
+            for i, (row, label) in enumerate(zip(rows, labels, strict=True))
         ],
     }
+
+
+def encode_upload(
+    target: Target,
+    filenames: list[str],
+    prediction: Prediction,
+    k: int,
+    explained: Explanations | None = None,
+) -> dict:
+    """Top-k labels per file; with `explained` (form field explain=true) each result also
+    carries label, score, heatmap and overlay as :explain returns them."""
+    results = []
+    labels = explained.labels() if explained is not None else []
+    for i, (filename, row) in enumerate(zip(filenames, prediction.top_k(k), strict=True)):
+        if explained is not None:
+            results.append({"filename": filename, **_explanation(explained, i, row, labels[i])})
+        else:
+            top = [{"label": name, "score": s} for name, s in row]
+            results.append({"filename": filename, "top": top})
+    return {"model": target.name, "version": prediction.version, "results": results}
 
 
 def encode_metadata(target: Target, version: int, signature_def_map) -> dict:

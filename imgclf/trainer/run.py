@@ -34,6 +34,7 @@ from imgclf.errors import ParityError, Rejected
 from imgclf.trainer import experiment, export, hardware
 from imgclf.trainer.data import Dataset, Sample, class_weights
 from imgclf.trainer.diagnosis import diagnose, explain_refusal
+from imgclf.trainer.gradcam import GradCam
 from imgclf.trainer.metrics import classification_metrics
 from imgclf.trainer.model import RECIPES, Classifier, recipe_for
 from imgclf.trainer.pipeline import evaluation_dataset, label_indices, load_for_config
@@ -205,18 +206,32 @@ def export_and_verify(
     golden_images = np.concatenate([x.numpy() for x, _ in batches])
     # The training path is what evaluation ran: Keras' compiled predict on pipeline images.
     golden_probs = model.predict(golden_images, batch_size=len(golden), verbose=0)
-    export.write_golden(staging, golden_bytes, [dataset.relative(s) for s in golden], golden_probs)
+    golden_heatmaps, _ = GradCam(model, config.image_size)(tf.constant(golden_images))
+    golden_heatmaps = golden_heatmaps.numpy()
+    export.write_golden(
+        staging,
+        golden_bytes,
+        [dataset.relative(s) for s in golden],
+        golden_probs,
+        golden_heatmaps,
+    )
     try:
         served = LoadedVersion(staging)  # loaded once, as a server will load it
     except repository.RepositoryError as exc:
         raise ParityError(
             f"the export cannot be loaded back: {exc}; nothing was published"
         ) from None
-    parity = export.parity_check(served, golden_bytes, golden_probs, golden_images)
+    parity = export.parity_check(served, golden_bytes, golden_probs, golden_images, golden_heatmaps)
     if not parity["passed"]:
+        heatmaps = (
+            f", heatmaps by {parity['heatmap_max_abs_diff']:.2e} "
+            f"(tolerance {parity['heatmap_tolerance']:.0e})"
+            if "heatmap_max_abs_diff" in parity
+            else ""
+        )
         raise ParityError(
             f"parity check failed: served outputs differ from training by "
-            f"{parity['max_abs_diff']:.2e} (tolerance {parity['tolerance']:.0e}); "
+            f"{parity['max_abs_diff']:.2e} (tolerance {parity['tolerance']:.0e}){heatmaps}; "
             "nothing was published"
         )
     try:
@@ -254,7 +269,7 @@ def model_card(
         "run_dir": str(run_dir),
         "labels": loaded.dataset.classes,
         "image_size": config.image_size,
-        "signatures": list(contract.SIGNATURES),
+        "signatures": [*contract.SIGNATURES, contract.EXPLAIN],
         "recipe": recipe_record(config, fitted),
         "config": config.model_dump(),
         "data": loaded.dataset.summary(),

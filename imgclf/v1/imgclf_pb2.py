@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16imgclf/v1/imgclf.proto\x12\timgclf.v1\"m\n\x0f\x43lassifyRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x11\n\x07version\x18\x02 \x01(\x03H\x00\x12\x0f\n\x05label\x18\x03 \x01(\tH\x00\x12\x0e\n\x06images\x18\x04 \x03(\x0c\x12\r\n\x05top_k\x18\x05 \x01(\x05\x42\x08\n\x06target\"*\n\nLabelScore\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\"H\n\x0bImageResult\x12\"\n\x03top\x18\x01 \x03(\x0b\x32\x15.imgclf.v1.LabelScore\x12\x15\n\rprobabilities\x18\x02 \x03(\x02\"p\n\x10\x43lassifyResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\'\n\x07results\x18\x03 \x03(\x0b\x32\x16.imgclf.v1.ImageResult\x12\x13\n\x0b\x63lass_names\x18\x04 \x03(\t\")\n\x10SubmitJobRequest\x12\x15\n\rdocument_json\x18\x01 \x01(\t\"\x1b\n\rGetJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x1e\n\x10\x43\x61ncelJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"/\n\x11GetJobLogsRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x03\"X\n\x07JobLogs\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\x13\n\x0bnext_offset\x18\x04 \x01(\x03\x12\x0c\n\x04text\x18\x05 \x01(\t\"@\n\x0fSetLabelRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x03\"\x89\x01\n\x10SetLabelResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x37\n\x06labels\x18\x02 \x03(\x0b\x32\'.imgclf.v1.SetLabelResponse.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"d\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\x03\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\x13\n\x0brecord_json\x18\x06 \x01(\t\"\x13\n\x11ListModelsRequest\"=\n\x0cModelVersion\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\r\n\x05state\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"\x9d\x01\n\x05Model\x12\x0c\n\x04name\x18\x01 \x01(\t\x12,\n\x06labels\x18\x02 \x03(\x0b\x32\x1c.imgclf.v1.Model.LabelsEntry\x12)\n\x08versions\x18\x03 \x03(\x0b\x32\x17.imgclf.v1.ModelVersion\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"6\n\x12ListModelsResponse\x12 \n\x06models\x18\x01 \x03(\x0b\x32\x10.imgclf.v1.Model2\xc5\x03\n\x06Imgclf\x12\x43\n\x08\x43lassify\x12\x1a.imgclf.v1.ClassifyRequest\x1a\x1b.imgclf.v1.ClassifyResponse\x12\x38\n\tSubmitJob\x12\x1b.imgclf.v1.SubmitJobRequest\x1a\x0e.imgclf.v1.Job\x12\x32\n\x06GetJob\x12\x18.imgclf.v1.GetJobRequest\x1a\x0e.imgclf.v1.Job\x12\x38\n\tCancelJob\x12\x1b.imgclf.v1.CancelJobRequest\x1a\x0e.imgclf.v1.Job\x12>\n\nGetJobLogs\x12\x1c.imgclf.v1.GetJobLogsRequest\x1a\x12.imgclf.v1.JobLogs\x12I\n\nListModels\x12\x1c.imgclf.v1.ListModelsRequest\x1a\x1d.imgclf.v1.ListModelsResponse\x12\x43\n\x08SetLabel\x12\x1a.imgclf.v1.SetLabelRequest\x1a\x1b.imgclf.v1.SetLabelResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16imgclf/v1/imgclf.proto\x12\timgclf.v1\"m\n\x0f\x43lassifyRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x11\n\x07version\x18\x02 \x01(\x03H\x00\x12\x0f\n\x05label\x18\x03 \x01(\tH\x00\x12\x0e\n\x06images\x18\x04 \x03(\x0c\x12\r\n\x05top_k\x18\x05 \x01(\x05\x42\x08\n\x06target\"*\n\nLabelScore\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\"H\n\x0bImageResult\x12\"\n\x03top\x18\x01 \x03(\x0b\x32\x15.imgclf.v1.LabelScore\x12\x15\n\rprobabilities\x18\x02 \x03(\x02\"p\n\x10\x43lassifyResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\'\n\x07results\x18\x03 \x03(\x0b\x32\x16.imgclf.v1.ImageResult\x12\x13\n\x0b\x63lass_names\x18\x04 \x03(\t\"\x92\x01\n\x0e\x45xplainRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x11\n\x07version\x18\x02 \x01(\x03H\x00\x12\x0f\n\x05label\x18\x03 \x01(\tH\x00\x12\x0e\n\x06images\x18\x04 \x03(\x0c\x12\r\n\x05top_k\x18\x05 \x01(\x05\x12\x16\n\tmin_score\x18\x06 \x01(\x02H\x01\x88\x01\x01\x42\x08\n\x06targetB\x0c\n\n_min_score\"\x90\x01\n\x0b\x45xplanation\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\"\n\x03top\x18\x03 \x03(\x0b\x32\x15.imgclf.v1.LabelScore\x12\x15\n\rprobabilities\x18\x04 \x03(\x02\x12\x13\n\x0bheatmap_png\x18\x05 \x01(\x0c\x12\x13\n\x0boverlay_png\x18\x06 \x01(\x0c\"t\n\x0f\x45xplainResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12,\n\x0c\x65xplanations\x18\x03 \x03(\x0b\x32\x16.imgclf.v1.Explanation\x12\x13\n\x0b\x63lass_names\x18\x04 \x03(\t\")\n\x10SubmitJobRequest\x12\x15\n\rdocument_json\x18\x01 \x01(\t\"\x1b\n\rGetJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x1e\n\x10\x43\x61ncelJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"/\n\x11GetJobLogsRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x03\"X\n\x07JobLogs\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\x13\n\x0bnext_offset\x18\x04 \x01(\x03\x12\x0c\n\x04text\x18\x05 \x01(\t\"@\n\x0fSetLabelRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x03\"\x89\x01\n\x10SetLabelResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x37\n\x06labels\x18\x02 \x03(\x0b\x32\'.imgclf.v1.SetLabelResponse.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"d\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\x03\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\x13\n\x0brecord_json\x18\x06 \x01(\t\"\x13\n\x11ListModelsRequest\"=\n\x0cModelVersion\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\r\n\x05state\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"\x9d\x01\n\x05Model\x12\x0c\n\x04name\x18\x01 \x01(\t\x12,\n\x06labels\x18\x02 \x03(\x0b\x32\x1c.imgclf.v1.Model.LabelsEntry\x12)\n\x08versions\x18\x03 \x03(\x0b\x32\x17.imgclf.v1.ModelVersion\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"6\n\x12ListModelsResponse\x12 \n\x06models\x18\x01 \x03(\x0b\x32\x10.imgclf.v1.Model2\x87\x04\n\x06Imgclf\x12\x43\n\x08\x43lassify\x12\x1a.imgclf.v1.ClassifyRequest\x1a\x1b.imgclf.v1.ClassifyResponse\x12@\n\x07\x45xplain\x12\x19.imgclf.v1.ExplainRequest\x1a\x1a.imgclf.v1.ExplainResponse\x12\x38\n\tSubmitJob\x12\x1b.imgclf.v1.SubmitJobRequest\x1a\x0e.imgclf.v1.Job\x12\x32\n\x06GetJob\x12\x18.imgclf.v1.GetJobRequest\x1a\x0e.imgclf.v1.Job\x12\x38\n\tCancelJob\x12\x1b.imgclf.v1.CancelJobRequest\x1a\x0e.imgclf.v1.Job\x12>\n\nGetJobLogs\x12\x1c.imgclf.v1.GetJobLogsRequest\x1a\x12.imgclf.v1.JobLogs\x12I\n\nListModels\x12\x1c.imgclf.v1.ListModelsRequest\x1a\x1d.imgclf.v1.ListModelsResponse\x12\x43\n\x08SetLabel\x12\x1a.imgclf.v1.SetLabelRequest\x1a\x1b.imgclf.v1.SetLabelResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,34 +43,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_IMAGERESULT']._serialized_end=264
   _globals['_CLASSIFYRESPONSE']._serialized_start=266
   _globals['_CLASSIFYRESPONSE']._serialized_end=378
-  _globals['_SUBMITJOBREQUEST']._serialized_start=380
-  _globals['_SUBMITJOBREQUEST']._serialized_end=421
-  _globals['_GETJOBREQUEST']._serialized_start=423
-  _globals['_GETJOBREQUEST']._serialized_end=450
-  _globals['_CANCELJOBREQUEST']._serialized_start=452
-  _globals['_CANCELJOBREQUEST']._serialized_end=482
-  _globals['_GETJOBLOGSREQUEST']._serialized_start=484
-  _globals['_GETJOBLOGSREQUEST']._serialized_end=531
-  _globals['_JOBLOGS']._serialized_start=533
-  _globals['_JOBLOGS']._serialized_end=621
-  _globals['_SETLABELREQUEST']._serialized_start=623
-  _globals['_SETLABELREQUEST']._serialized_end=687
-  _globals['_SETLABELRESPONSE']._serialized_start=690
-  _globals['_SETLABELRESPONSE']._serialized_end=827
-  _globals['_SETLABELRESPONSE_LABELSENTRY']._serialized_start=782
-  _globals['_SETLABELRESPONSE_LABELSENTRY']._serialized_end=827
-  _globals['_JOB']._serialized_start=829
-  _globals['_JOB']._serialized_end=929
-  _globals['_LISTMODELSREQUEST']._serialized_start=931
-  _globals['_LISTMODELSREQUEST']._serialized_end=950
-  _globals['_MODELVERSION']._serialized_start=952
-  _globals['_MODELVERSION']._serialized_end=1013
-  _globals['_MODEL']._serialized_start=1016
-  _globals['_MODEL']._serialized_end=1173
-  _globals['_MODEL_LABELSENTRY']._serialized_start=782
-  _globals['_MODEL_LABELSENTRY']._serialized_end=827
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1175
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1229
-  _globals['_IMGCLF']._serialized_start=1232
-  _globals['_IMGCLF']._serialized_end=1685
+  _globals['_EXPLAINREQUEST']._serialized_start=381
+  _globals['_EXPLAINREQUEST']._serialized_end=527
+  _globals['_EXPLANATION']._serialized_start=530
+  _globals['_EXPLANATION']._serialized_end=674
+  _globals['_EXPLAINRESPONSE']._serialized_start=676
+  _globals['_EXPLAINRESPONSE']._serialized_end=792
+  _globals['_SUBMITJOBREQUEST']._serialized_start=794
+  _globals['_SUBMITJOBREQUEST']._serialized_end=835
+  _globals['_GETJOBREQUEST']._serialized_start=837
+  _globals['_GETJOBREQUEST']._serialized_end=864
+  _globals['_CANCELJOBREQUEST']._serialized_start=866
+  _globals['_CANCELJOBREQUEST']._serialized_end=896
+  _globals['_GETJOBLOGSREQUEST']._serialized_start=898
+  _globals['_GETJOBLOGSREQUEST']._serialized_end=945
+  _globals['_JOBLOGS']._serialized_start=947
+  _globals['_JOBLOGS']._serialized_end=1035
+  _globals['_SETLABELREQUEST']._serialized_start=1037
+  _globals['_SETLABELREQUEST']._serialized_end=1101
+  _globals['_SETLABELRESPONSE']._serialized_start=1104
+  _globals['_SETLABELRESPONSE']._serialized_end=1241
+  _globals['_SETLABELRESPONSE_LABELSENTRY']._serialized_start=1196
+  _globals['_SETLABELRESPONSE_LABELSENTRY']._serialized_end=1241
+  _globals['_JOB']._serialized_start=1243
+  _globals['_JOB']._serialized_end=1343
+  _globals['_LISTMODELSREQUEST']._serialized_start=1345
+  _globals['_LISTMODELSREQUEST']._serialized_end=1364
+  _globals['_MODELVERSION']._serialized_start=1366
+  _globals['_MODELVERSION']._serialized_end=1427
+  _globals['_MODEL']._serialized_start=1430
+  _globals['_MODEL']._serialized_end=1587
+  _globals['_MODEL_LABELSENTRY']._serialized_start=1196
+  _globals['_MODEL_LABELSENTRY']._serialized_end=1241
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1589
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1643
+  _globals['_IMGCLF']._serialized_start=1646
+  _globals['_IMGCLF']._serialized_end=2165
 # @@protoc_insertion_point(module_scope)
