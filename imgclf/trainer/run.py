@@ -34,6 +34,7 @@ from imgclf.errors import ParityError, Rejected
 from imgclf.trainer import experiment, export, hardware
 from imgclf.trainer.data import Dataset, Sample, class_weights
 from imgclf.trainer.diagnosis import diagnose, explain_refusal
+from imgclf.trainer.gallery import MISTAKES_DIR, write_gallery
 from imgclf.trainer.gradcam import GradCam
 from imgclf.trainer.metrics import classification_metrics
 from imgclf.trainer.model import RECIPES, Classifier, recipe_for
@@ -90,6 +91,7 @@ class Evaluation:
     metrics: dict[str, dict]
     diagnosis: dict
     seconds: float
+    test_probabilities: np.ndarray | None = None  # [test images, classes], split order
 
 
 def _golden_samples(samples: list[Sample], count: int) -> list[Sample]:
@@ -173,6 +175,7 @@ def evaluate(config: TrainConfig, loaded: Loaded, fitted: Fitted) -> Evaluation:
     t = time.monotonic()
     dataset = loaded.dataset
     metrics = {}
+    test_probabilities = None
     for split, samples in dataset.splits.items():
         probabilities = fitted.classifier.model.predict(
             evaluation_dataset(samples, dataset.classes, loaded.preprocess, config), verbose=0
@@ -180,6 +183,8 @@ def evaluate(config: TrainConfig, loaded: Loaded, fitted: Fitted) -> Evaluation:
         metrics[split] = classification_metrics(
             label_indices(samples, dataset.classes), probabilities, dataset.classes, config.top_k
         )
+        if split == "test":
+            test_probabilities = probabilities
     diagnosis = diagnose(
         history=fitted.state.history,
         train_metrics=metrics["train"],
@@ -188,7 +193,34 @@ def evaluate(config: TrainConfig, loaded: Loaded, fitted: Fitted) -> Evaluation:
         classes=dataset.classes,
         class_weighted=fitted.class_weight is not None,
     )
-    return Evaluation(metrics, diagnosis, round(time.monotonic() - t, 3))
+    return Evaluation(metrics, diagnosis, round(time.monotonic() - t, 3), test_probabilities)
+
+
+def mistakes_gallery(
+    config: TrainConfig, loaded: Loaded, fitted: Fitted, evaluation: Evaluation, run_dir: Path
+) -> list[dict]:
+    """The most confident test mistakes with their heatmaps, written into
+    run_dir/report/mistakes/ (copied into the version by `train_and_export`)."""
+    dataset = loaded.dataset
+    test = dataset.splits["test"]
+    if evaluation.test_probabilities is None or not test:
+        return []
+
+    def load_images(indices: list[int]) -> np.ndarray:
+        chosen = [test[i] for i in indices]
+        batches = evaluation_dataset(chosen, dataset.classes, loaded.preprocess, config)
+        return np.concatenate([x.numpy() for x, _ in batches])
+
+    return write_gallery(
+        run_dir / contract.REPORT_DIR,
+        fitted.classifier.model,
+        config.image_size,
+        load_images,
+        evaluation.test_probabilities,
+        label_indices(test, dataset.classes),
+        [dataset.relative(s) for s in test],
+        dataset.classes,
+    )
 
 
 def export_and_verify(
@@ -370,6 +402,7 @@ def train_and_export(
     if hooks.on_progress:
         hooks.on_progress({"stage": "evaluate"})
     evaluation = evaluate(config, loaded, fitted)
+    mistakes = mistakes_gallery(config, loaded, fitted, evaluation, run_dir)
     if hooks.on_progress:
         hooks.on_progress({"stage": "export"})
     t = time.monotonic()
@@ -395,6 +428,13 @@ def train_and_export(
             parity=parity,
             timings=timings,
         )
+        card["mistakes"] = mistakes
+        if mistakes:
+            shutil.copytree(
+                run_dir / contract.REPORT_DIR / MISTAKES_DIR,
+                staging / contract.REPORT_DIR / MISTAKES_DIR,
+                dirs_exist_ok=True,
+            )
         if hooks.should_stop and hooks.should_stop():
             raise Cancelled("training cancelled before publishing")
         version = publish(

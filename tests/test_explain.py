@@ -1,0 +1,260 @@
+"""Explanations: the `explain` signature (Grad-CAM), its golden heatmaps, and serving it
+over REST, gRPC, :upload and the client; old versions and bad input are refused clearly."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import shutil
+
+import grpc
+import numpy as np
+import pytest
+import requests
+import tensorflow as tf
+from PIL import Image
+
+from imgclf import contract
+from imgclf.artifact import LoadedVersion, replay_golden
+from imgclf.client import Client, Conflict
+from imgclf.explanation import quantise
+from imgclf.trainer.gallery import confident_mistakes
+from imgclf.v1 import imgclf_pb2, imgclf_pb2_grpc
+from tests.explain_data import (
+    QUADRANT_SHAPES,
+    draw_in_quadrant,
+    export_untrained,
+    strip_explain,
+)
+from tests.images import png
+from tests.servers import copy_version, start_server
+
+SIZE = 64
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(image)
+
+
+def b64(data: bytes) -> dict:
+    return {"b64": base64.b64encode(data).decode()}
+
+
+@pytest.fixture(scope="module")
+def images() -> list[bytes]:
+    rng = np.random.default_rng(7)
+    shapes = list(QUADRANT_SHAPES)
+    return [png(draw_in_quadrant(shapes[i % 3], 80, i % 4, rng)) for i in range(4)]
+
+
+@pytest.fixture(scope="module")
+def untrained64(tmp_path_factory, images):
+    folder = tmp_path_factory.mktemp("untrained64") / "export"
+    export_untrained(folder, size=SIZE, images=images)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def srv(trained, untrained64, tmp_path_factory):
+    """shapes v1: a current export (32 px); v2: the same without `explain` (an export from
+    before it existed); v3: golden heatmaps that no longer match (explanations drifted).
+    random v1: an untrained 64 px export, whose maps have spatial structure."""
+    root = tmp_path_factory.mktemp("explain-serve")
+    model_dir = root / "models"
+    copy_version(trained.version_dir, model_dir, "shapes", 1)
+    old = root / "old"
+    shutil.copytree(trained.version_dir, old)
+    strip_explain(old)
+    copy_version(old, model_dir, "shapes", 2)
+    drifted = root / "drifted"
+    shutil.copytree(trained.version_dir, drifted)
+    first = drifted / "golden/0000.heatmap.npy"
+    np.save(first, np.load(first) * 0.9 + 0.05, allow_pickle=False)
+    copy_version(drifted, model_dir, "shapes", 3)
+    copy_version(untrained64, model_dir, "random", 1)
+    server = start_server(model_dir, max_images_per_request=8)
+    server.base = f"http://127.0.0.1:{server.rest_port}"
+    server.grpc_target = f"127.0.0.1:{server.grpc_port}"
+    server.channel = grpc.insecure_channel(server.grpc_target)
+    yield server
+    server.channel.close()
+    server.stop()
+
+
+def rest_explain(srv, path: str, body) -> requests.Response:
+    return requests.post(f"{srv.base}/v1/models/{path}:explain", data=json.dumps(body), timeout=60)
+
+
+def grpc_explain(srv, images, **fields) -> imgclf_pb2.ExplainResponse:
+    stub = imgclf_pb2_grpc.ImgclfStub(srv.channel)
+    return stub.Explain(imgclf_pb2.ExplainRequest(images=images, **fields), timeout=60)
+
+
+def test_explain_signature_gives_maps_and_serving_defaults_probabilities(untrained64, images):
+    loaded = LoadedVersion(untrained64)
+    assert loaded.has_explain
+    assert contract.EXPLAIN in loaded.signature_def_map.signature_def
+    heatmaps, probabilities = loaded.explain_bytes(images)
+    assert heatmaps.shape == (len(images), SIZE, SIZE) and heatmaps.dtype == np.float32
+    assert heatmaps.min() >= 0.0 and heatmaps.max() <= 1.0
+    np.testing.assert_allclose(probabilities, loaded.predict_bytes(images), atol=1e-6)
+    # 64 px: a 2x2 last stage, so a map is not constant; each is scaled to peak at 1.
+    assert all(h.max() - h.min() > 0.1 for h in heatmaps)
+    np.testing.assert_allclose(heatmaps.max(axis=(1, 2)), 1.0, atol=1e-6)
+    assert replay_golden(loaded) <= contract.PARITY_TOLERANCE
+    out = loaded.signatures[contract.EXPLAIN](image_bytes=tf.constant([], tf.string))
+    assert out[contract.OUTPUT_HEATMAP].shape == (0, SIZE, SIZE)
+
+
+def test_trained_export_records_heatmap_parity_and_golden_heatmaps(trained):
+    parity = trained.card["parity"]
+    assert parity["passed"] and parity["heatmap_max_abs_diff"] <= parity["heatmap_tolerance"]
+    manifest = json.loads((trained.version_dir / contract.GOLDEN_MANIFEST).read_text())
+    assert all(entry["heatmap"].endswith(".npy") for entry in manifest["inputs"])
+    assert contract.EXPLAIN in trained.card["signatures"]
+
+
+def test_rest_grpc_and_client_equal_the_signature(srv, untrained64, images):
+    heatmaps, probabilities = LoadedVersion(untrained64).explain_bytes(images)
+    rest = rest_explain(srv, "random", {"instances": [b64(i) for i in images], "top_k": 2})
+    assert rest.status_code == 200, rest.text
+    body = rest.json()
+    assert body["model_spec"] == {"name": "random", "version": "1", "signature_name": "explain"}
+    answer = grpc_explain(srv, images, model="random", top_k=2)
+    classes = list(QUADRANT_SHAPES)
+    pairs = zip(body["explanations"], answer.explanations, strict=True)
+    for i, (entry, message) in enumerate(pairs):
+        expected = quantise(heatmaps[i]).astype(int)
+        rest_map = decode_png(base64.b64decode(entry["heatmap"]["b64"])).astype(int)
+        assert rest_map.shape == (SIZE, SIZE)
+        assert np.abs(rest_map - expected).max() <= 1
+        assert base64.b64decode(entry["heatmap"]["b64"]) == message.heatmap_png
+        assert base64.b64decode(entry["overlay"]["b64"]) == message.overlay_png
+        assert decode_png(message.overlay_png).shape == (SIZE, SIZE, 3)
+        top = int(probabilities[i].argmax())
+        assert entry["label"] == message.label == classes[top]
+        assert entry["score"] == pytest.approx(probabilities[i][top], abs=1e-6)
+        assert len(entry["top"]) == len(message.top) == 2
+        np.testing.assert_allclose(message.probabilities, probabilities[i], atol=1e-6)
+    for client in (
+        Client(rest_url=srv.base, model="random"),
+        Client(grpc_target=srv.grpc_target, model="random"),
+    ):
+        with client:
+            got = client.explain(images[:2], top_k=1)
+        assert [e.label for e in got] == [body["explanations"][i]["label"] for i in range(2)]
+        np.testing.assert_allclose(got[0].heatmap(), quantise(heatmaps[0]) / 255.0, atol=1e-6)
+        assert got[0].version == 1 and len(got[0].top) == 1
+
+
+def test_upload_can_ask_for_explanations(srv, images):
+    files = [("file", ("a.png", images[0])), ("file", ("b.png", images[1]))]
+    answer = requests.post(
+        f"{srv.base}/v1/models/random:upload",
+        files=files,
+        data={"explain": "true", "top_k": "2"},
+        timeout=60,
+    )
+    assert answer.status_code == 200, answer.text
+    results = answer.json()["results"]
+    assert [r["filename"] for r in results] == ["a.png", "b.png"]
+    direct = rest_explain(srv, "random", {"instances": [b64(i) for i in images[:2]], "top_k": 2})
+    for result, entry in zip(results, direct.json()["explanations"], strict=True):
+        assert result["heatmap"] == entry["heatmap"] and result["label"] == entry["label"]
+    plain = requests.post(f"{srv.base}/v1/models/random:upload", files=files[:1], timeout=60)
+    assert "heatmap" not in plain.json()["results"][0]
+    bad = requests.post(
+        f"{srv.base}/v1/models/random:upload", files=files[:1], data={"explain": "maybe"}
+    )
+    assert bad.status_code == 400 and "explain must be true or false" in bad.json()["error"]
+
+
+def test_min_score_answers_unknown(srv, images):
+    answer = rest_explain(srv, "random", {"instances": [b64(images[0])], "min_score": 1.0})
+    entry = answer.json()["explanations"][0]
+    assert entry["label"] == "unknown" and entry["top"][0]["label"] != "unknown"
+    message = grpc_explain(srv, images[:1], model="random", min_score=1.0)
+    assert message.explanations[0].label == "unknown"
+
+
+def test_version_from_before_explanations_predicts_but_refuses_explain(srv, trained):
+    image = (trained.version_dir / "golden/0000.img").read_bytes()
+    body = {"instances": [b64(image)]}
+    predict = requests.post(
+        f"{srv.base}/v1/models/shapes/versions/2:predict", data=json.dumps(body), timeout=60
+    )
+    assert predict.status_code == 200, predict.text
+    refused = rest_explain(srv, "shapes/versions/2", body)
+    assert refused.status_code == 409
+    assert "before explanations existed" in refused.json()["error"]
+    assert "retrain" in refused.json()["error"]
+    with pytest.raises(grpc.RpcError) as failed:
+        grpc_explain(srv, [image], model="shapes", version=2)
+    assert failed.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    with Client(rest_url=srv.base, model="shapes") as client, pytest.raises(Conflict):
+        client.explain([image], version=2)
+    metadata = requests.get(f"{srv.base}/v1/models/shapes/versions/2/metadata", timeout=30)
+    assert "explain" not in metadata.json()["metadata"]["signature_def"]["signature_def"]
+    current = requests.get(f"{srv.base}/v1/models/shapes/versions/1/metadata", timeout=30)
+    assert "explain" in current.json()["metadata"]["signature_def"]["signature_def"]
+    served = rest_explain(srv, "shapes/versions/1", body)
+    assert served.status_code == 200, served.text
+
+
+def test_version_whose_explanations_drift_is_refused(srv):
+    status = requests.get(f"{srv.base}/v1/models/shapes/versions/3", timeout=30).json()
+    entry = status["model_version_status"][0]
+    assert entry["state"] == "END"
+    assert "golden heatmap mismatch (explanations drifted)" in entry["status"]["error_message"]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"instances": [{"b64": "not base64!"}]}, "invalid base64"),
+        ({"instances": [b64(b"not an image at all")]}, "not a JPEG, PNG"),
+        ({"instances": []}, "no images"),
+        ({"instances": [[1, 2, 3]]}, "got numbers where"),
+        ({"inputs": []}, "instances"),
+        ({"instances": [], "top_k": 0}, "top_k must be a positive integer"),
+        ({"instances": [], "min_score": 2}, "min_score must be a number between 0 and 1"),
+        ({"instances": [], "extra": 1}, "unknown field"),
+    ],
+)
+def test_bad_rest_input_is_a_clear_400(srv, body, message):
+    answer = rest_explain(srv, "random", body)
+    assert answer.status_code == 400, answer.text
+    assert message in answer.json()["error"]
+
+
+def test_bad_grpc_input_is_invalid_argument(srv, images):
+    for fields, message in (
+        ({"model": "random", "images": [b"junk"]}, "not a JPEG, PNG"),
+        ({"model": "random", "images": []}, "no images"),
+        ({"model": "", "images": images[:1]}, "model is required"),
+        ({"model": "random", "images": images[:1], "min_score": 1.5}, "min_score"),
+    ):
+        stub = imgclf_pb2_grpc.ImgclfStub(srv.channel)
+        with pytest.raises(grpc.RpcError) as failed:
+            stub.Explain(imgclf_pb2.ExplainRequest(**fields), timeout=30)
+        assert failed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert message in failed.value.details()
+
+
+def test_confident_mistakes_come_most_confident_first():
+    probabilities = np.array([[0.9, 0.1], [0.2, 0.8], [0.4, 0.6], [0.3, 0.7], [0.45, 0.55]])
+    assert confident_mistakes(probabilities, [0, 0, 0, 1, 0], count=2) == [1, 2]
+    assert confident_mistakes(probabilities, [0, 1, 1, 1, 1]) == []
+
+
+def test_report_shows_the_confident_mistakes_gallery(trained):
+    mistakes = trained.card["mistakes"]
+    page = (trained.version_dir / "report/report.html").read_text()
+    assert "Most confident mistakes" in page
+    for entry in mistakes:
+        image = decode_png((trained.version_dir / "report" / entry["file"]).read_bytes())
+        assert image.shape == (32, 32, 3)
+        assert entry["true"] != entry["top"][0][0] and len(entry["top"]) == 2
+        assert entry["file"] in page
