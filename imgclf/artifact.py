@@ -187,7 +187,11 @@ def replay_golden_heatmaps(
         )
     difference = np.abs(got - expected)
     if bfloat16:
-        worst = float(difference.mean(axis=(1, 2)).max())
+        # A constant stored map (a 1x1 last stage, below 64 px) says nothing about where the
+        # model looked, and bfloat16 rounding near its ReLU may flip it from 1 to 0: skip it.
+        varied = np.ptp(expected, axis=(1, 2)) > 1e-6
+        per_map = difference.mean(axis=(1, 2))[varied]
+        worst = float(per_map.max()) if per_map.size else 0.0
         tolerance, what = BF16_HEATMAP_TOLERANCE, "mean difference per map"
     else:
         worst = float(difference.max())

@@ -19,6 +19,8 @@ from imgclf import contract
 from imgclf.artifact import LoadedVersion, replay_golden
 from imgclf.client import Client, Conflict
 from imgclf.explanation import quantise
+from imgclf.server.app import ImgclfServer
+from imgclf.settings import Settings
 from imgclf.trainer.gallery import confident_mistakes
 from imgclf.v1 import imgclf_pb2, imgclf_pb2_grpc
 from tests.explain_data import (
@@ -28,9 +30,22 @@ from tests.explain_data import (
     strip_explain,
 )
 from tests.images import png
-from tests.servers import copy_version, start_server
+from tests.servers import copy_version
 
 SIZE = 64
+# The localization test's data and training (measured: docs/BENCHMARKS.md, "Explanations").
+LOCALIZE_PER_CLASS = 40
+LOCALIZE_CONFIG = {
+    "image_size": SIZE,
+    "weights": "none",
+    "recipe": "from_scratch",
+    "batch_size": 16,
+    "head_epochs": 8,
+    "fine_tune_epochs": 0,
+    "augmentation": "none",
+    "learning_rate": 2e-3,
+    "early_stopping_patience": 0,
+}
 
 
 def decode_png(data: bytes) -> np.ndarray:
@@ -58,23 +73,34 @@ def untrained64(tmp_path_factory, images):
 
 @pytest.fixture(scope="module")
 def srv(trained, untrained64, tmp_path_factory):
-    """shapes v1: a current export (32 px); v2: the same without `explain` (an export from
-    before it existed); v3: golden heatmaps that no longer match (explanations drifted).
-    random v1: an untrained 64 px export, whose maps have spatial structure."""
+    """shapes: a current export (32 px); old: the same without `explain` (an export from
+    before it existed); drifted: golden heatmaps that no longer match (explanations
+    drifted); random: an untrained 64 px export, whose maps have spatial structure."""
     root = tmp_path_factory.mktemp("explain-serve")
     model_dir = root / "models"
     copy_version(trained.version_dir, model_dir, "shapes", 1)
     old = root / "old"
     shutil.copytree(trained.version_dir, old)
     strip_explain(old)
-    copy_version(old, model_dir, "shapes", 2)
+    copy_version(old, model_dir, "old", 1)
     drifted = root / "drifted"
     shutil.copytree(trained.version_dir, drifted)
     first = drifted / "golden/0000.heatmap.npy"
     np.save(first, np.load(first) * 0.9 + 0.05, allow_pickle=False)
-    copy_version(drifted, model_dir, "shapes", 3)
+    copy_version(drifted, model_dir, "drifted", 1)
     copy_version(untrained64, model_dir, "random", 1)
-    server = start_server(model_dir, max_images_per_request=8)
+    server = ImgclfServer(
+        Settings(
+            model_dir=model_dir,
+            rest_port=0,
+            grpc_port=0,
+            poll_interval=0.2,
+            server_threads=8,
+            max_images_per_request=8,
+        )
+    ).start()
+    # Four versions load and replay their golden files one after another.
+    assert server.wait_ready(300), "server did not become ready"
     server.base = f"http://127.0.0.1:{server.rest_port}"
     server.grpc_target = f"127.0.0.1:{server.grpc_port}"
     server.channel = grpc.insecure_channel(server.grpc_target)
@@ -182,29 +208,27 @@ def test_min_score_answers_unknown(srv, images):
 def test_version_from_before_explanations_predicts_but_refuses_explain(srv, trained):
     image = (trained.version_dir / "golden/0000.img").read_bytes()
     body = {"instances": [b64(image)]}
-    predict = requests.post(
-        f"{srv.base}/v1/models/shapes/versions/2:predict", data=json.dumps(body), timeout=60
-    )
+    predict = requests.post(f"{srv.base}/v1/models/old:predict", data=json.dumps(body), timeout=60)
     assert predict.status_code == 200, predict.text
-    refused = rest_explain(srv, "shapes/versions/2", body)
+    refused = rest_explain(srv, "old/versions/1", body)
     assert refused.status_code == 409
     assert "before explanations existed" in refused.json()["error"]
     assert "retrain" in refused.json()["error"]
     with pytest.raises(grpc.RpcError) as failed:
-        grpc_explain(srv, [image], model="shapes", version=2)
+        grpc_explain(srv, [image], model="old", version=1)
     assert failed.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    with Client(rest_url=srv.base, model="shapes") as client, pytest.raises(Conflict):
-        client.explain([image], version=2)
-    metadata = requests.get(f"{srv.base}/v1/models/shapes/versions/2/metadata", timeout=30)
+    with Client(rest_url=srv.base, model="old") as client, pytest.raises(Conflict):
+        client.explain([image])
+    metadata = requests.get(f"{srv.base}/v1/models/old/metadata", timeout=30)
     assert "explain" not in metadata.json()["metadata"]["signature_def"]["signature_def"]
-    current = requests.get(f"{srv.base}/v1/models/shapes/versions/1/metadata", timeout=30)
+    current = requests.get(f"{srv.base}/v1/models/shapes/metadata", timeout=30)
     assert "explain" in current.json()["metadata"]["signature_def"]["signature_def"]
     served = rest_explain(srv, "shapes/versions/1", body)
     assert served.status_code == 200, served.text
 
 
 def test_version_whose_explanations_drift_is_refused(srv):
-    status = requests.get(f"{srv.base}/v1/models/shapes/versions/3", timeout=30).json()
+    status = requests.get(f"{srv.base}/v1/models/drifted", timeout=30).json()
     entry = status["model_version_status"][0]
     assert entry["state"] == "END"
     assert "golden heatmap mismatch (explanations drifted)" in entry["status"]["error_message"]
@@ -258,3 +282,52 @@ def test_report_shows_the_confident_mistakes_gallery(trained):
         assert image.shape == (32, 32, 3)
         assert entry["true"] != entry["top"][0][0] and len(entry["top"]) == 2
         assert entry["file"] in page
+
+
+@pytest.mark.slow
+def test_heatmap_mass_peaks_where_the_evidence_is(tmp_path):
+    """A small shape (the class) in one random quadrant of a noisy 64 px image: for the
+    test images the model gets right, the heatmap's heaviest quadrant is the shape's far
+    more often than chance (1 in 4). 64 px: the last stage is 2x2, one cell per quadrant
+    (at 32 px it is 1x1 and a map cannot localise anything)."""
+    from imgclf.config import parse_config
+    from imgclf.trainer import experiment
+    from imgclf.trainer.data import Sample
+    from imgclf.trainer.gradcam import GradCam
+    from imgclf.trainer.pipeline import evaluation_dataset
+    from imgclf.trainer.preprocessing import make_preprocess
+    from tests.explain_data import make_quadrant_dataset, peak_quadrant
+
+    where = make_quadrant_dataset(tmp_path / "data", per_class=LOCALIZE_PER_CLASS, seed=3)
+    classes = sorted(QUADRANT_SHAPES)
+    samples = [Sample(path, path.parent.name) for path in where]
+    np.random.default_rng(0).shuffle(samples)
+    n = len(samples)
+    train, val, test = (
+        samples[: n * 6 // 10],
+        samples[n * 6 // 10 : n * 3 // 4],
+        samples[n * 3 // 4 :],
+    )
+    config = parse_config(LOCALIZE_CONFIG)
+    preprocess = make_preprocess(SIZE)
+    classifier, _ = experiment.fit(
+        config,
+        classes=classes,
+        train=train,
+        val=val,
+        preprocess=preprocess,
+        checkpoint_dir=tmp_path / "checkpoints",
+    )
+    images = np.concatenate(
+        [x.numpy() for x, _ in evaluation_dataset(test, classes, preprocess, config)]
+    )
+    heatmaps, probabilities = GradCam(classifier.model, SIZE)(tf.constant(images))
+    truth = np.array([classes.index(s.label) for s in test])
+    right = probabilities.numpy().argmax(axis=1) == truth
+    assert right.sum() >= len(test) // 2, f"the model did not learn: {right.mean():.0%} right"
+    hits = [
+        peak_quadrant(heatmap) == where[sample.path]
+        for heatmap, sample, ok in zip(heatmaps.numpy(), test, right, strict=True)
+        if ok
+    ]
+    assert np.mean(hits) >= 0.6, f"heatmap peaks in the shape's quadrant {np.mean(hits):.0%}"
