@@ -140,6 +140,7 @@ def test_trained_export_records_heatmap_parity_and_golden_heatmaps(trained):
     manifest = json.loads((trained.version_dir / contract.GOLDEN_MANIFEST).read_text())
     assert all(entry["heatmap"].endswith(".npy") for entry in manifest["inputs"])
     assert contract.EXPLAIN in trained.card["signatures"]
+    assert isinstance(trained.card["mistakes"], list)  # the gallery ran (empty: no mistakes)
 
 
 def test_rest_grpc_and_client_equal_the_signature(srv, untrained64, images):
@@ -273,15 +274,49 @@ def test_confident_mistakes_come_most_confident_first():
     assert confident_mistakes(probabilities, [0, 1, 1, 1, 1]) == []
 
 
-def test_report_shows_the_confident_mistakes_gallery(trained):
-    mistakes = trained.card["mistakes"]
-    page = (trained.version_dir / "report/report.html").read_text()
+def test_report_shows_the_confident_mistakes_gallery(trained, tmp_path):
+    """An untrained model gets most images wrong: the gallery holds its most confident
+    mistakes, each an overlay PNG with the true and the two top labels, in the report."""
+    import copy
+
+    from imgclf.trainer.gallery import write_gallery
+    from imgclf.trainer.model import build_classifier
+    from imgclf.trainer.preprocessing import make_preprocess
+    from imgclf.trainer.report import write_report
+
+    rng = np.random.default_rng(5)
+    shapes = list(QUADRANT_SHAPES)
+    truth = [i % 3 for i in range(9)]
+    preprocess = make_preprocess(32)
+    files = [png(draw_in_quadrant(shapes[t], 32, i % 4, rng)) for i, t in enumerate(truth)]
+    images = np.stack([preprocess(tf.constant(f)).numpy() for f in files])
+    model = build_classifier(3, image_size=32, weights="none", dropout=0.0, l2=0.0).model
+    probabilities = model.predict(images, verbose=0)
+    wrong = int((probabilities.argmax(axis=1) != np.array(truth)).sum())
+    assert wrong > 0
+    entries = write_gallery(
+        tmp_path,
+        model,
+        32,
+        lambda indices: images[indices],
+        probabilities,
+        truth,
+        [f"{shapes[t]}/{i}.png" for i, t in enumerate(truth)],
+        shapes,
+        count=4,
+    )
+    assert len(entries) == min(4, wrong)
+    confidences = [entry["top"][0][1] for entry in entries]
+    assert confidences == sorted(confidences, reverse=True)
+    card = copy.deepcopy(trained.card)
+    card["mistakes"] = entries
+    page = write_report(tmp_path, card).read_text()
     assert "Most confident mistakes" in page
-    for entry in mistakes:
-        image = decode_png((trained.version_dir / "report" / entry["file"]).read_bytes())
-        assert image.shape == (32, 32, 3)
+    for entry in entries:
+        assert decode_png((tmp_path / entry["file"]).read_bytes()).shape == (32, 32, 3)
         assert entry["true"] != entry["top"][0][0] and len(entry["top"]) == 2
-        assert entry["file"] in page
+        assert entry["file"] in page and entry["source"] in page
+    assert trained.card["mistakes"] == [] or (trained.version_dir / "report/mistakes").is_dir()
 
 
 @pytest.mark.slow
