@@ -30,6 +30,7 @@ from imgclf.errors import (
 )
 from imgclf.explanation import Explanations, heatmap_png, overlay_png
 from imgclf.prediction import Prediction
+from imgclf.server.batching import BatchFn, Inputs
 from imgclf.server.imageinfo import DecodeBudget, sniff
 from imgclf.server.manager import ModelManager, ServedVersion, State
 from imgclf.server.metrics import Metrics
@@ -282,23 +283,14 @@ class DataPlane:
     def _run(
         self, served: ServedVersion, loaded: LoadedVersion, inputs: list[bytes] | np.ndarray
     ) -> Prediction:
-        batcher = self.manager.batcher(served.name)
-        with batcher.admission():
-            if isinstance(inputs, np.ndarray):
-                future = batcher.submit(
-                    inputs, (loaded, "tensors"), lambda x: _predict_images(loaded, x)
-                )
-            else:
-                self.check_images(inputs)
-                inputs = [bytes(image) for image in inputs]
-                future = batcher.submit(
-                    inputs, (loaded, "bytes"), lambda x: decode_and_predict(loaded, x)
-                )
-        self.metrics.queue_depth.labels(served.name).set(batcher.depth())
-        try:
-            probabilities = future.result(timeout=_RESULT_TIMEOUT_S)
-        finally:  # so an idle model reads 0, not the depth its last request saw
-            self.metrics.queue_depth.labels(served.name).set(batcher.depth())
+        if isinstance(inputs, np.ndarray):
+            probabilities = self._batched(
+                served, inputs, (loaded, "tensors"), lambda x: _predict_images(loaded, x)
+            )
+        else:
+            probabilities = self._batched(
+                served, inputs, (loaded, "bytes"), lambda x: decode_and_predict(loaded, x)
+            )
         prediction = Prediction(served.name, served.version, probabilities, loaded.labels)
         self._record(served, prediction)
         return prediction
@@ -306,22 +298,28 @@ class DataPlane:
     def _run_explain(
         self, served: ServedVersion, loaded: LoadedVersion, images: list[bytes]
     ) -> tuple[np.ndarray, Prediction]:
-        """(heatmaps [n, H, W], prediction) through the batcher, as _run does for predict."""
-        batcher = self.manager.batcher(served.name)
-        with batcher.admission():
-            self.check_images(images)
-            images = [bytes(image) for image in images]
-            future = batcher.submit(
-                images, (loaded, contract.EXPLAIN), lambda x: decode_and_explain(loaded, x)
-            )
-        self.metrics.queue_depth.labels(served.name).set(batcher.depth())
-        try:
-            heatmaps, probabilities = future.result(timeout=_RESULT_TIMEOUT_S)
-        finally:
-            self.metrics.queue_depth.labels(served.name).set(batcher.depth())
+        """(heatmaps [n, H, W], prediction) through the batcher, in batches of their own."""
+        heatmaps, probabilities = self._batched(
+            served, images, (loaded, contract.EXPLAIN), lambda x: decode_and_explain(loaded, x)
+        )
         prediction = Prediction(served.name, served.version, probabilities, loaded.labels)
         self._record(served, prediction)
         return heatmaps, prediction
+
+    def _batched(self, served: ServedVersion, inputs: Inputs, key: tuple, run: BatchFn):
+        """One request's inputs through the model's batcher (encoded images are checked
+        against the limits first); returns its rows of the batch's outputs."""
+        batcher = self.manager.batcher(served.name)
+        with batcher.admission():
+            if not isinstance(inputs, np.ndarray):
+                self.check_images(inputs)
+                inputs = [bytes(image) for image in inputs]
+            future = batcher.submit(inputs, key, run)
+        self.metrics.queue_depth.labels(served.name).set(batcher.depth())
+        try:
+            return future.result(timeout=_RESULT_TIMEOUT_S)
+        finally:  # so an idle model reads 0, not the depth its last request saw
+            self.metrics.queue_depth.labels(served.name).set(batcher.depth())
 
     def _record(self, served: ServedVersion, prediction: Prediction) -> None:
         version = str(served.version)
