@@ -51,6 +51,7 @@ class GradCam:
         )
         self.pool = model.get_layer(POOL_LAYER)
         self.head = model.get_layer(HEAD_LAYER)
+        self.head_model = model
         self.image_size = image_size
         self.grid = int(self.features.output.shape[1])
         self.channels = int(self.features.output.shape[-1])
@@ -85,10 +86,28 @@ class GradCam:
             predicted = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
             chosen = tf.gather(logits, predicted, batch_dims=1)
         gradients = tape.gradient(chosen, activations)
+        return self.heatmap(activations, gradients), probabilities
+
+    def heatmap(self, activations: tf.Tensor, gradients: tf.Tensor) -> tf.Tensor:
+        """Grad-CAM from a stage's activations and the class score's gradients [b, h, w, k]:
+        ReLU of the gradient-weighted channel sum, upsampled to [b, S, S], scaled to [0, 1]."""
         weights = tf.reduce_mean(gradients, axis=[1, 2], keepdims=True)  # alpha_k per image
         cam = tf.nn.relu(tf.reduce_sum(weights * activations, axis=-1, keepdims=True))
         cam = tf.image.resize(cam, [self.image_size, self.image_size], method="bilinear")
         cam = tf.squeeze(cam, axis=-1)
         peak = tf.reduce_max(cam, axis=[1, 2], keepdims=True)
-        heatmap = tf.clip_by_value(tf.math.divide_no_nan(cam, peak), 0.0, 1.0)
-        return heatmap, probabilities
+        return tf.clip_by_value(tf.math.divide_no_nan(cam, peak), 0.0, 1.0)
+
+    def at_stage(self, images: tf.Tensor, layer: str) -> tuple[tf.Tensor, tf.Tensor]:
+        """Eager Grad-CAM on an earlier stage of the base (e.g. conv3_block4_out, stride 8),
+        for analysis: the served signature always uses LAST_CONV_LAYER. Non-empty batches."""
+        base = _base_of(self.head_model)
+        staged = keras.Model(base.inputs, [base.get_layer(layer).output, base.output])
+        with tf.GradientTape() as tape:
+            activations, last = staged(images, training=False)
+            logits, probabilities = self.logits_and_probabilities(tf.cast(last, tf.float32))
+            predicted = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
+            chosen = tf.gather(logits, predicted, batch_dims=1)
+        gradients = tape.gradient(chosen, activations)
+        activations = tf.cast(activations, tf.float32)
+        return self.heatmap(activations, tf.cast(gradients, tf.float32)), probabilities
