@@ -30,6 +30,11 @@ from imgclf.errors import BadImageError
 # ties that any rounding may flip).
 BF16_TOLERANCE = 0.05
 BF16_MARGIN = 0.02
+# Golden heatmaps (Grad-CAM, values in [0, 1]): in fp32 the served map must stay within
+# HEATMAP_TOLERANCE of the stored one everywhere (a quarter of one 8-bit PNG step); under
+# bfloat16 the mean |difference| per map must stay within BF16_HEATMAP_TOLERANCE.
+HEATMAP_TOLERANCE = 1e-3
+BF16_HEATMAP_TOLERANCE = 0.05
 
 
 class LoadedVersion:
@@ -55,6 +60,11 @@ class LoadedVersion:
         spec = self.signatures[contract.PREDICT_IMAGES].structured_input_signature[1]
         self.image_shape = tuple(spec[contract.INPUT_IMAGES].shape[1:])
 
+    @property
+    def has_explain(self) -> bool:
+        """False for versions exported before the `explain` signature existed."""
+        return contract.EXPLAIN in self.signatures
+
     @functools.cached_property
     def signature_def_map(self):
         """The SignatureDefs as stored in saved_model.pb (what TF Serving's metadata returns).
@@ -68,8 +78,9 @@ class LoadedVersion:
         proto.ParseFromString((self.path / "saved_model.pb").read_bytes())
         graph: meta_graph_pb2.MetaGraphDef = proto.meta_graphs[0]
         out = get_model_metadata_pb2.SignatureDefMap()
-        for name in contract.SIGNATURES:
-            out.signature_def[name].CopyFrom(graph.signature_def[name])
+        for name in (*contract.SIGNATURES, contract.EXPLAIN):
+            if name in graph.signature_def:
+                out.signature_def[name].CopyFrom(graph.signature_def[name])
         return out
 
     def preprocess(self, image: bytes) -> np.ndarray:
@@ -98,6 +109,17 @@ class LoadedVersion:
         except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError) as exc:
             raise BadImageError("not a decodable JPEG, PNG, GIF, BMP or WebP image") from exc
         return out[contract.OUTPUT_PROBABILITIES].numpy()
+
+    def explain_bytes(self, images: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
+        """(heatmaps float32 [batch, H, W] in [0, 1], probabilities [batch, classes]) through
+        the `explain` signature. Callers check `has_explain` first."""
+        try:
+            out = self.signatures[contract.EXPLAIN](
+                **{contract.INPUT_IMAGE_BYTES: tf.constant(list(images), dtype=tf.string)}
+            )
+        except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError) as exc:
+            raise BadImageError("not a decodable JPEG, PNG, GIF, BMP or WebP image") from exc
+        return out[contract.OUTPUT_HEATMAP].numpy(), out[contract.OUTPUT_PROBABILITIES].numpy()
 
 
 def replay_golden(loaded: LoadedVersion, bfloat16: bool = False) -> float:
@@ -134,4 +156,50 @@ def replay_golden(loaded: LoadedVersion, bfloat16: bool = False) -> float:
             f"golden replay mismatch: max difference {diff:.2e} > tolerance {tolerance:.0e}"
             + (" (bfloat16)" if bfloat16 else "")
         )
+    replay_golden_heatmaps(loaded, manifest, images, bfloat16)
     return diff
+
+
+def replay_golden_heatmaps(
+    loaded: LoadedVersion, manifest: dict, images: list[bytes], bfloat16: bool = False
+) -> float:
+    """Max |difference| between the stored golden heatmaps and this process's `explain`.
+
+    A version without `explain` (exported before it existed) has nothing to replay. One
+    that has it must carry golden heatmaps, else its explanations could drift unseen.
+    Raises RuntimeError on a mismatch; returns 0.0 when there is nothing to compare.
+    """
+    if not loaded.has_explain or not images:
+        return 0.0
+    entries = manifest["inputs"]
+    if any("heatmap" not in entry for entry in entries):
+        raise RuntimeError(
+            "golden replay: the version has an 'explain' signature but no golden heatmaps "
+            f"in {contract.GOLDEN_MANIFEST}; re-export it"
+        )
+    expected = np.stack(
+        [np.load(loaded.path / entry["heatmap"], allow_pickle=False) for entry in entries]
+    )
+    got, _ = loaded.explain_bytes(images)
+    if got.shape != expected.shape:
+        raise RuntimeError(
+            f"golden heatmap mismatch: maps shaped {got.shape}, stored {expected.shape}"
+        )
+    difference = np.abs(got - expected)
+    if bfloat16:
+        # A constant stored map (a 1x1 last stage, below 64 px) says nothing about where the
+        # model looked, and bfloat16 rounding near its ReLU may flip it from 1 to 0: skip it.
+        varied = np.ptp(expected, axis=(1, 2)) > 1e-6
+        per_map = difference.mean(axis=(1, 2))[varied]
+        worst = float(per_map.max()) if per_map.size else 0.0
+        tolerance, what = BF16_HEATMAP_TOLERANCE, "mean difference per map"
+    else:
+        worst = float(difference.max())
+        tolerance = float(manifest.get("heatmap_tolerance", HEATMAP_TOLERANCE))
+        what = "max difference"
+    if worst > tolerance:
+        raise RuntimeError(
+            f"golden heatmap mismatch (explanations drifted): {what} {worst:.2e} > tolerance "
+            f"{tolerance:.0e}" + (" (bfloat16)" if bfloat16 else "")
+        )
+    return worst

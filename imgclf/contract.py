@@ -21,6 +21,10 @@ CLASSIFY_METHOD: Final = "tensorflow/serving/classify"
 PREDICT_METHOD: Final = "tensorflow/serving/predict"
 CLASSIFY_INPUTS: Final = "inputs"
 OUTPUT_SCORES: Final = "scores"
+# Grad-CAM of the predicted class (imgclf/trainer/gradcam.py): `image_bytes` string [batch]
+# in; `heatmap` float32 [batch, H, W] in [0, 1] plus serving_default's outputs. Versions
+# exported before it existed lack it: they load and predict, and :explain refuses them.
+EXPLAIN: Final = "explain"
 
 # Tensor keys.
 INPUT_IMAGE_BYTES: Final = "image_bytes"  # string [batch] (serving_default) or scalar (preprocess)
@@ -29,6 +33,7 @@ OUTPUT_IMAGE: Final = "image"  # float32 [H, W, 3]
 OUTPUT_PROBABILITIES: Final = "probabilities"  # float32 [batch, classes]
 OUTPUT_CLASSES: Final = "classes"  # int64 [batch]
 OUTPUT_LABELS: Final = "labels"  # string [batch]
+OUTPUT_HEATMAP: Final = "heatmap"  # float32 [batch, H, W] in [0, 1]
 
 # Files inside MODEL_DIR/<name>/<version>/.
 LABELS_FILE: Final = "assets/labels.txt"

@@ -60,6 +60,7 @@ def test_public_surface_is_pinned():
         "BadRequest",
         "Client",
         "Conflict",
+        "Explanation",
         "Forbidden",
         "ImgclfClientError",
         "Job",

@@ -172,6 +172,11 @@ def test_signature_defs_are_what_tf_serving_expects(trained):
             {"inputs": string},
             {"classes": string, "scores": float_},
         ),
+        "explain": (
+            contract.PREDICT_METHOD,
+            {"image_bytes": string},
+            {**predict_outputs, "heatmap": float_},
+        ),
     }
     assert set(defs) == set(want)
     for name, (method, inputs, outputs) in want.items():

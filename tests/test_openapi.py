@@ -50,5 +50,5 @@ def test_every_flask_route_is_documented(tmp_path):
     assert documented == seen
     assert "post" in operations("/v1/models/{name}/labels/{label}")  # promote
     for target in ("{name}", "{name}/versions/{version}", "{name}/labels/{label}"):
-        for verb in (":predict", ":classify", ":upload", ":regress"):
+        for verb in (":predict", ":classify", ":explain", ":upload", ":regress"):
             assert f"/v1/models/{target}{verb}" in seen

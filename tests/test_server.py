@@ -136,7 +136,7 @@ def test_status_and_metadata_rest_and_grpc(srv):
     assert status["model_version_status"][0]["version"] == "1"
     meta = requests.get(f"{srv.base}/v1/models/shapes/versions/1/metadata", timeout=10).json()
     sigs = meta["metadata"]["signature_def"]["signature_def"]
-    assert set(sigs) == {"serving_default", "preprocess", "predict_images"}
+    assert set(sigs) == {"serving_default", "preprocess", "predict_images", "explain"}
     assert sigs["serving_default"]["inputs"]["image_bytes"]["dtype"] == "DT_STRING"
     stub = prediction_service_pb2_grpc.PredictionServiceStub(srv.channel)
     request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])

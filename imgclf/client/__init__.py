@@ -20,7 +20,7 @@ from imgclf.client._errors import (
     TransportError,
     Unauthorized,
 )
-from imgclf.client._types import Job, LabelScore, Prediction
+from imgclf.client._types import Explanation, Job, LabelScore, Prediction
 
 __all__ = [
     "DEFAULT_RETRIES",
@@ -28,6 +28,7 @@ __all__ = [
     "BadRequest",
     "Client",
     "Conflict",
+    "Explanation",
     "Forbidden",
     "ImgclfClientError",
     "Job",

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
 from imgclf.client._errors import ServerUnavailable, TransportError
-from imgclf.client._types import Job, LabelScore, Prediction
+from imgclf.client._types import Explanation, Job, LabelScore, Prediction
 
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_RETRIES = 3
@@ -31,7 +31,7 @@ def _read(image: ImageInput) -> bytes:
 
 
 class Client:
-    """Predict, classify and retrain against an imgclf server.
+    """Predict, classify, explain and retrain against an imgclf server.
 
     Give `rest_url` (http://host:8501) or `grpc_target` (host:8500); with both, gRPC
     is used. Requests that get 503 / UNAVAILABLE (or no answer) are retried with
@@ -125,6 +125,25 @@ class Client:
         data = [_read(image) for image in images]
         name = self._model(model)
         return self._retry(lambda: self._transport.classify(name, data, top_k, version, label))
+
+    def explain(
+        self,
+        images: Iterable[ImageInput],
+        top_k: int = 5,
+        *,
+        model: str | None = None,
+        version: int | None = None,
+        label: str | None = None,
+        min_score: float | None = None,
+    ) -> list[Explanation]:
+        """Per image the answer plus a Grad-CAM heatmap and an overlay (PNG bytes).
+
+        A version exported before explanations existed raises Conflict: retrain it."""
+        data = [_read(image) for image in images]
+        name = self._model(model)
+        return self._retry(
+            lambda: self._transport.explain(name, data, top_k, version, label, min_score)
+        )
 
     def submit_job(
         self,

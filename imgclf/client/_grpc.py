@@ -9,7 +9,13 @@ from typing import Any
 import grpc
 
 from imgclf.client._errors import ServerUnavailable, TransportError, for_status, retry_after
-from imgclf.client._types import Job, LabelScore, Prediction, prediction_from_scores
+from imgclf.client._types import (
+    Explanation,
+    Job,
+    LabelScore,
+    Prediction,
+    prediction_from_scores,
+)
 from imgclf.v1 import imgclf_pb2, imgclf_pb2_grpc
 
 _STATUS = {
@@ -82,6 +88,36 @@ class GrpcTransport:
         self, model: str, images: list[bytes], top_k: int, version: int | None, label: str | None
     ) -> list[list[LabelScore]]:
         return [prediction.top(top_k) for prediction in self.predict(model, images, version, label)]
+
+    def explain(
+        self,
+        model: str,
+        images: list[bytes],
+        top_k: int,
+        version: int | None,
+        label: str | None,
+        min_score: float | None,
+    ) -> list[Explanation]:
+        request = imgclf_pb2.ExplainRequest(model=model, images=images, top_k=top_k)
+        if version is not None:
+            request.version = version
+        elif label:
+            request.label = label
+        if min_score is not None:
+            request.min_score = min_score
+        answer = self._call("Explain", request)
+        return [
+            Explanation(
+                label=entry.label,
+                score=entry.score,
+                top=[LabelScore(t.label, t.score) for t in entry.top],
+                heatmap_png=entry.heatmap_png,
+                overlay_png=entry.overlay_png,
+                model=answer.model,
+                version=answer.version,
+            )
+            for entry in answer.explanations
+        ]
 
     def _job(self, message: Any) -> Job:
         return Job.from_record(json.loads(message.record_json))

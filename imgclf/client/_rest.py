@@ -11,7 +11,13 @@ from urllib.parse import quote
 import requests
 
 from imgclf.client._errors import ServerUnavailable, TransportError, for_status, retry_after
-from imgclf.client._types import Job, LabelScore, Prediction, prediction_from_scores
+from imgclf.client._types import (
+    Explanation,
+    Job,
+    LabelScore,
+    Prediction,
+    prediction_from_scores,
+)
 
 _ALL_CLASSES = 100_000  # top_k larger than any class count: the server returns them all
 
@@ -74,6 +80,37 @@ class RestTransport:
         return [
             [LabelScore(str(name), float(score)) for name, score in row[: max(1, top_k)]]
             for row in answer["results"]
+        ]
+
+    def explain(
+        self,
+        model: str,
+        images: list[bytes],
+        top_k: int,
+        version: int | None,
+        label: str | None,
+        min_score: float | None,
+    ) -> list[Explanation]:
+        """imgclf's REST :explain (heatmap and overlay PNGs as base64)."""
+        body: dict[str, Any] = {
+            "instances": [{"b64": base64.b64encode(data).decode()} for data in images],
+            "top_k": top_k,
+        }
+        if min_score is not None:
+            body["min_score"] = min_score
+        answer = self._call("POST", _model_path(model, version, label, "explain"), json=body)
+        spec = answer["model_spec"]
+        return [
+            Explanation(
+                label=entry["label"],
+                score=float(entry["score"]),
+                top=[LabelScore(t["label"], float(t["score"])) for t in entry["top"]],
+                heatmap_png=base64.b64decode(entry["heatmap"]["b64"]),
+                overlay_png=base64.b64decode(entry["overlay"]["b64"]),
+                model=spec["name"],
+                version=int(spec["version"]),
+            )
+            for entry in answer["explanations"]
         ]
 
     def submit_job(self, document: dict[str, Any]) -> Job:

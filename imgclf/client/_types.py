@@ -36,6 +36,35 @@ class Prediction:
 
 
 @dataclass(frozen=True)
+class Explanation:
+    """One image's explanation: the answer, and where the model looked.
+
+    `label` is the top-1 class, or "unknown" when its score is below min_score.
+    `heatmap_png`: 8-bit grayscale PNG (image_size x image_size), Grad-CAM of the
+    predicted class, 255 = most evidence. `overlay_png`: RGB PNG of that map over the
+    image as the model saw it. `heatmap()` decodes the first to floats in [0, 1].
+    """
+
+    label: str
+    score: float
+    top: list[LabelScore]
+    heatmap_png: bytes = field(repr=False)
+    overlay_png: bytes = field(repr=False)
+    model: str
+    version: int
+
+    def heatmap(self) -> Any:
+        """float32 NumPy array [H, W] in [0, 1] (needs NumPy and Pillow)."""
+        import io
+
+        import numpy as np
+        from PIL import Image
+
+        with Image.open(io.BytesIO(self.heatmap_png)) as image:
+            return np.asarray(image, dtype=np.float32) / 255.0
+
+
+@dataclass(frozen=True)
 class Job:
     id: str
     status: str

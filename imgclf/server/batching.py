@@ -31,8 +31,9 @@ from imgclf.errors import Overloaded
 log = logging.getLogger(__name__)
 
 Inputs = np.ndarray | list[bytes]  # float images [n, H, W, 3], or n encoded images
-# One batch call: inputs -> (outputs [n, C], {index in the batch: why that input failed}).
-BatchFn = Callable[[Inputs], tuple[np.ndarray, dict[int, Exception]]]
+# One batch call: inputs -> (outputs [n, C], or a tuple of arrays [n, ...] such as
+# explain's (heatmaps, probabilities); {index in the batch: why that input failed}).
+BatchFn = Callable[[Inputs], tuple[np.ndarray | tuple[np.ndarray, ...], dict[int, Exception]]]
 _POLL_S = 0.0005
 
 
@@ -48,6 +49,13 @@ def _concatenate(items: Sequence[_Item]) -> Inputs:
     if isinstance(items[0].inputs, np.ndarray):
         return np.concatenate([item.inputs for item in items])
     return [value for item in items for value in item.inputs]
+
+
+def _rows(outputs: np.ndarray | tuple[np.ndarray, ...], start: int, stop: int):
+    """One request's rows of the batch's outputs (an array, or a tuple of arrays)."""
+    if isinstance(outputs, tuple):
+        return tuple(part[start:stop] for part in outputs)
+    return outputs[start:stop]
 
 
 class Batcher:
@@ -160,5 +168,5 @@ class Batcher:
                 error = errors[failed[0]]
                 item.future.set_exception(type(error)(f"image {failed[0] - start}: {error}"))
             else:
-                item.future.set_result(outputs[start : start + n])
+                item.future.set_result(_rows(outputs, start, start + n))
             start += n

@@ -1,10 +1,10 @@
 """The serving core (data plane) shared by REST and gRPC.
 
 Every question a client can ask the model side goes through one method here:
-predict, classify, metadata, status, ready (explain joins them with the
-explanations work). Each method resolves the version that serves, applies its own
-limits and records its own metrics; the protocol layers only parse, call and encode,
-so REST and gRPC give the same answers from the same batcher and model copy.
+predict, classify, explain, metadata, status, ready. Each method resolves the version
+that serves, applies its own limits and records its own metrics; the protocol layers
+only parse, call and encode, so REST and gRPC give the same answers from the same
+batcher and model copy.
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from imgclf import registry
+from imgclf import contract, registry
 from imgclf.artifact import LoadedVersion
 from imgclf.errors import (
     BadImageError,
+    Conflict,
     ImgclfError,
     InvalidInput,
     NotFound,
@@ -28,7 +29,9 @@ from imgclf.errors import (
     PayloadTooLarge,
     quote,
 )
+from imgclf.explanation import Explanations, heatmap_png, overlay_png
 from imgclf.prediction import Prediction, card_min_score
+from imgclf.server.batching import BatchFn, Inputs
 from imgclf.server.imageinfo import DecodeBudget, sniff
 from imgclf.server.manager import ModelManager, ServedVersion, State
 from imgclf.server.metrics import Metrics
@@ -96,6 +99,32 @@ def decode_and_predict(
     return probabilities, errors
 
 
+def decode_and_explain(
+    loaded: LoadedVersion, images: list[bytes]
+) -> tuple[tuple[np.ndarray, np.ndarray], dict[int, Exception]]:
+    """One batch through `explain`: ((heatmaps [n, H, W], probabilities [n, C]), errors).
+
+    As decode_and_predict: only when the batch call fails is each image decoded alone;
+    the decodable ones are explained again without the bad ones."""
+    try:
+        return loaded.explain_bytes(images), {}
+    except BadImageError:
+        pass
+    good, errors = [], {}
+    for i, image in enumerate(images):
+        try:
+            loaded.preprocess(image)
+            good.append(i)
+        except BadImageError as exc:
+            errors[i] = exc
+    size = loaded.image_shape[:2]
+    heatmaps = np.zeros((len(images), *size), np.float32)
+    probabilities = np.zeros((len(images), len(loaded.labels)), np.float32)
+    if good:
+        heatmaps[good], probabilities[good] = loaded.explain_bytes([images[i] for i in good])
+    return (heatmaps, probabilities), errors
+
+
 def _predict_images(
     loaded: LoadedVersion, images: np.ndarray
 ) -> tuple[np.ndarray, dict[int, Exception]]:
@@ -140,8 +169,39 @@ class DataPlane:
             threshold = card_min_score(loaded.card) if min_score is None else min_score
             return dataclasses.replace(prediction, min_score=threshold)
 
-    # explain(target, images, protocol) joins here with the explanations work: resolve,
-    # check, run the version's `explain` signature through the batcher, record.
+    def explain(
+        self,
+        target: Target,
+        images: Sequence[bytes],
+        protocol: str,
+        min_score: float | None = None,
+    ) -> Explanations:
+        """Encoded images in; prediction, Grad-CAM heatmaps and their PNGs out.
+
+        The version's `explain` signature runs through the model's batcher (same queue,
+        limits and metrics as predict, in batches of its own). A version exported
+        before explanations existed answers Conflict (409 / FAILED_PRECONDITION).
+        """
+        with self._call(target, protocol) as call:
+            served, loaded = self.resolve(target)
+            call.version = served.version
+            if not loaded.has_explain:
+                raise Conflict(
+                    f"model {quote(target.name)} version {served.version} was exported "
+                    f"before explanations existed (it has no '{contract.EXPLAIN}' "
+                    "signature); retrain it to get explanations (the new version's export "
+                    "includes them), or use :predict / :classify with this one"
+                )
+            heatmaps, prediction = self._run_explain(served, loaded, list(images))
+            # PNGs on the request thread, not the batch thread: the batch stays the model's.
+            views = [loaded.preprocess(bytes(image)) for image in images]
+            threshold = card_min_score(loaded.card) if min_score is None else min_score
+            return Explanations(
+                dataclasses.replace(prediction, min_score=threshold),
+                heatmaps,
+                [heatmap_png(h) for h in heatmaps],
+                [overlay_png(v, h) for v, h in zip(views, heatmaps, strict=True)],
+            )
 
     def metadata(self, target: Target, protocol: str) -> tuple[ServedVersion, object]:
         """(the version that serves, its SignatureDefMap proto as TF Serving returns it)."""
@@ -236,29 +296,49 @@ class DataPlane:
     def _run(
         self, served: ServedVersion, loaded: LoadedVersion, inputs: list[bytes] | np.ndarray
     ) -> Prediction:
+        if isinstance(inputs, np.ndarray):
+            probabilities = self._batched(
+                served, inputs, (loaded, "tensors"), lambda x: _predict_images(loaded, x)
+            )
+        else:
+            probabilities = self._batched(
+                served, inputs, (loaded, "bytes"), lambda x: decode_and_predict(loaded, x)
+            )
+        prediction = Prediction(served.name, served.version, probabilities, loaded.labels)
+        self._record(served, prediction)
+        return prediction
+
+    def _run_explain(
+        self, served: ServedVersion, loaded: LoadedVersion, images: list[bytes]
+    ) -> tuple[np.ndarray, Prediction]:
+        """(heatmaps [n, H, W], prediction) through the batcher, in batches of their own."""
+        heatmaps, probabilities = self._batched(
+            served, images, (loaded, contract.EXPLAIN), lambda x: decode_and_explain(loaded, x)
+        )
+        prediction = Prediction(served.name, served.version, probabilities, loaded.labels)
+        self._record(served, prediction)
+        return heatmaps, prediction
+
+    def _batched(self, served: ServedVersion, inputs: Inputs, key: tuple, run: BatchFn):
+        """One request's inputs through the model's batcher (encoded images are checked
+        against the limits first); returns its rows of the batch's outputs."""
         batcher = self.manager.batcher(served.name)
         with batcher.admission():
-            if isinstance(inputs, np.ndarray):
-                future = batcher.submit(
-                    inputs, (loaded, "tensors"), lambda x: _predict_images(loaded, x)
-                )
-            else:
+            if not isinstance(inputs, np.ndarray):
                 self.check_images(inputs)
                 inputs = [bytes(image) for image in inputs]
-                future = batcher.submit(
-                    inputs, (loaded, "bytes"), lambda x: decode_and_predict(loaded, x)
-                )
+            future = batcher.submit(inputs, key, run)
         self.metrics.queue_depth.labels(served.name).set(batcher.depth())
         try:
-            probabilities = future.result(timeout=_RESULT_TIMEOUT_S)
+            return future.result(timeout=_RESULT_TIMEOUT_S)
         finally:  # so an idle model reads 0, not the depth its last request saw
             self.metrics.queue_depth.labels(served.name).set(batcher.depth())
-        prediction = Prediction(served.name, served.version, probabilities, loaded.labels)
+
+    def _record(self, served: ServedVersion, prediction: Prediction) -> None:
         version = str(served.version)
-        for name, row in zip(prediction.predicted_names(), probabilities, strict=True):
+        for name, row in zip(prediction.predicted_names(), prediction.probabilities, strict=True):
             self.metrics.predictions.labels(served.name, version, name).inc()
             self.metrics.confidence.labels(served.name, version).observe(float(row.max()))
-        return prediction
 
     @contextlib.contextmanager
     def _call(self, target: Target, protocol: str) -> Iterator[_Call]:

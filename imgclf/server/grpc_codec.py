@@ -23,6 +23,7 @@ from tensorflow_serving.apis import (
 
 from imgclf import contract
 from imgclf.errors import InvalidInput, PayloadTooLarge, quote
+from imgclf.explanation import Explanations
 from imgclf.prediction import Prediction, parse_min_score
 from imgclf.server.core import Limits, Target
 from imgclf.server.manager import ServedVersion
@@ -51,12 +52,12 @@ def target(model_spec) -> Target:
     return Target(model_spec.name, version, model_spec.version_label or None)
 
 
-def own_min_score(request: imgclf_pb2.ClassifyRequest) -> float | None:
+def own_min_score(request: imgclf_pb2.ClassifyRequest | imgclf_pb2.ExplainRequest) -> float | None:
     """The request's min_score, None when unset (the model card's default applies)."""
     return parse_min_score(request.min_score) if request.HasField("min_score") else None
 
 
-def own_target(request: imgclf_pb2.ClassifyRequest) -> Target:
+def own_target(request: imgclf_pb2.ClassifyRequest | imgclf_pb2.ExplainRequest) -> Target:
     if not request.model:
         raise InvalidInput("model is required")
     which = request.WhichOneof("target")
@@ -200,6 +201,45 @@ def encode_own_classify(
         )
         for class_name, score in row:
             result.top.add(label=class_name, score=score)
+    return response
+
+
+def parse_explain(request: imgclf_pb2.ExplainRequest) -> tuple[Target, float | None]:
+    """(target, min_score or None); min_score must lie in [0, 1]."""
+    spec = own_target(request)
+    if request.top_k < 0:
+        raise InvalidInput(
+            f"top_k must be >= 0 (0 = {contract.DEFAULT_TOP_K}), got {request.top_k}"
+        )
+    return spec, own_min_score(request)
+
+
+def encode_explain(
+    request: imgclf_pb2.ExplainRequest, explained: Explanations
+) -> imgclf_pb2.ExplainResponse:
+    prediction = explained.prediction
+    response = imgclf_pb2.ExplainResponse(
+        model=request.model, version=prediction.version, class_names=prediction.class_names
+    )
+    top = prediction.top_k(request.top_k or contract.DEFAULT_TOP_K)
+    rows = zip(
+        top,
+        prediction.labels(),
+        prediction.probabilities,
+        explained.heatmap_pngs,
+        explained.overlay_pngs,
+        strict=True,
+    )
+    for row, (label, score), probabilities, heatmap, overlay in rows:
+        entry = response.explanations.add(
+            label=label,
+            score=score,
+            probabilities=probabilities.tolist(),
+            heatmap_png=heatmap,
+            overlay_png=overlay,
+        )
+        for class_name, class_score in row:
+            entry.top.add(label=class_name, score=class_score)
     return response
 
 

@@ -199,6 +199,12 @@ class ImgclfService(imgclf_pb2_grpc.ImgclfServicer):
         prediction = self.data.classify(target, list(request.images), PROTOCOL, min_score)
         return grpc_codec.encode_own_classify(request, prediction)
 
+    def Explain(self, request, context):
+        target, min_score = grpc_codec.parse_explain(request)
+        self.auth.require("predict", _token(context))
+        explained = self.data.explain(target, list(request.images), PROTOCOL, min_score)
+        return grpc_codec.encode_explain(request, explained)
+
     def SubmitJob(self, request, context):
         self.auth.require("admin", _token(context))
         return grpc_codec.encode_job(self.control.submit(grpc_codec.parse_job_document(request)))

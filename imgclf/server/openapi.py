@@ -1,6 +1,6 @@
 """OpenAPI 3 description of every REST endpoint: TensorFlow Serving's (status, metadata,
-:predict, :classify, each by model, version or label) and ours (:upload, jobs, models,
-labels, health, metrics). A test validates it and checks every Flask route is in it."""
+:predict, :classify, each by model, version or label) and ours (:explain, :upload, jobs,
+models, labels, health, metrics). A test validates it and checks every Flask route is in it."""
 
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ OPENAPI: dict = {
         "title": "imgclf",
         "version": __version__,
         "description": "TensorFlow Serving's REST API (status, metadata, :predict, :classify) "
-        "and imgclf's extras (:upload, jobs, model labels, health, metrics). Image inputs are "
-        'the encoded file bytes as {"b64": "..."}: the model preprocesses them itself.',
+        "and imgclf's extras (:explain, :upload, jobs, model labels, health, metrics). Image "
+        'inputs are the encoded file bytes as {"b64": "..."}: the model preprocesses them itself.',
     },
     "components": {
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
@@ -224,6 +224,60 @@ _METADATA = {
 }
 
 
+_PNG_B64 = {"type": "object", "properties": {"b64": {"type": "string", "format": "byte"}}}
+_LABEL_SCORE = {
+    "type": "object",
+    "properties": {"label": {"type": "string"}, "score": {"type": "number"}},
+}
+_EXPLAIN_REQUEST = {
+    "type": "object",
+    "required": ["instances"],
+    "properties": {
+        "instances": {"type": "array", "items": _B64, "description": "encoded images"},
+        "top_k": {"type": "integer", "minimum": 1, "default": 5},
+        "min_score": {
+            "type": "number",
+            "minimum": 0,
+            "maximum": 1,
+            "description": "below this top score the label is 'unknown' (default: the model "
+            "card's min_score, if any)",
+        },
+    },
+}
+_EXPLANATION = {
+    "type": "object",
+    "properties": {
+        "label": {"type": "string", "description": "top-1 class, or 'unknown' under min_score"},
+        "score": {"type": "number"},
+        "top": {"type": "array", "items": _LABEL_SCORE},
+        "heatmap": {
+            **_PNG_B64,
+            "description": "PNG, 8-bit grayscale, image_size x image_size: Grad-CAM of the "
+            "predicted class on ResNet-50's last convolutional stage, 255 = most evidence",
+        },
+        "overlay": {
+            **_PNG_B64,
+            "description": "PNG, RGB: the heatmap colour-mapped over the image",
+        },
+    },
+}
+_EXPLAIN_RESPONSE = {
+    "type": "object",
+    "properties": {
+        "model_spec": {
+            "type": "object",
+            "properties": {
+                "name": {"type": "string"},
+                "version": {"type": "string"},
+                "signature_name": {"type": "string"},
+            },
+        },
+        "explanations": {"type": "array", "items": _EXPLANATION},
+        "min_score": _MIN_SCORE,
+    },
+}
+
+
 def _param(name: str, kind: str = "string") -> dict:
     return {"name": name, "in": "path", "required": True, "schema": {"type": kind}}
 
@@ -277,6 +331,24 @@ def _model_paths(paths: dict, upload: dict) -> None:
                 "responses": {"200": _json(_CLASSIFY_RESPONSE, "ranked labels"), **errors},
             },
         }
+        paths[f"{base}:explain"] = {
+            "parameters": params,
+            "post": {
+                "summary": f"Explain: prediction plus Grad-CAM heatmap and overlay (PNG), {which}",
+                "description": "Runs the version's `explain` signature through the same queue "
+                "and limits as :predict. A version exported before explanations existed "
+                "answers 409: retrain it.",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _EXPLAIN_REQUEST}},
+                },
+                "responses": {
+                    "200": _json(_EXPLAIN_RESPONSE, "explanations"),
+                    "409": _ERROR,
+                    **errors,
+                },
+            },
+        }
         paths[f"{base}:regress"] = {
             "parameters": params,
             "post": {
@@ -304,6 +376,11 @@ _UPLOAD = {
                         "type": "object",
                         "properties": {
                             "file": {"type": "string", "format": "binary"},
+                            "explain": {
+                                "type": "boolean",
+                                "description": "true: each result also carries label, score, "
+                                "heatmap and overlay as :explain returns them",
+                            },
                             "min_score": _MIN_SCORE,
                         },
                     }

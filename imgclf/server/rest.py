@@ -85,7 +85,8 @@ def _add_target_rules(bp: Blueprint, suffix: str, view, methods: list[str]) -> N
 
 
 def predict_routes(data: DataPlane, auth: Auth) -> Blueprint:
-    """TF Serving's model routes: status, metadata, :predict, :classify, plus :upload."""
+    """TF Serving's model routes: status, metadata, :predict, :classify, plus :explain and
+    :upload."""
     bp = Blueprint("predict", __name__)
     max_bytes = data.limits.max_request_bytes
 
@@ -119,16 +120,31 @@ def predict_routes(data: DataPlane, auth: Auth) -> Blueprint:
         g.version = prediction.version
         return jsonify(rest_codec.encode_classify(prediction))
 
+    def explain(name: str, version: str | None = None, label: str | None = None):
+        target = _target(name, version, label)
+        auth.require("predict", _token())
+        images, top_k, min_score = rest_codec.parse_explain_body(_body_json(max_bytes))
+        explained = data.explain(target, images, PROTOCOL, min_score)
+        g.version = explained.prediction.version
+        return jsonify(rest_codec.encode_explain(target, explained, top_k))
+
     def upload(name: str, version: str | None = None, label: str | None = None):
         target = _target(name, version, label)
         auth.require("predict", _token())
         files = _uploaded_files(data.limits.max_images, max_bytes)
         top_k = rest_codec.parse_top_k(request.values.get("top_k"))
+        wants_explanations = rest_codec.parse_flag(request.values.get("explain"), "explain")
+        images = [f.read() for f in files]
+        explained = None
         min_score = rest_codec.parse_min_score(request.values.get("min_score"))
-        prediction = data.classify(target, [f.read() for f in files], PROTOCOL, min_score)
+        if wants_explanations:
+            explained = data.explain(target, images, PROTOCOL, min_score)
+            prediction = explained.prediction
+        else:
+            prediction = data.classify(target, images, PROTOCOL, min_score)
         g.version = prediction.version
         filenames = [f.filename or "" for f in files]
-        return jsonify(rest_codec.encode_upload(target, filenames, prediction, top_k))
+        return jsonify(rest_codec.encode_upload(target, filenames, prediction, top_k, explained))
 
     def regress(name: str, version: str | None = None, label: str | None = None):
         _target(name, version, label)
@@ -137,12 +153,13 @@ def predict_routes(data: DataPlane, auth: Auth) -> Blueprint:
         )
 
     def unknown_verb(verb: str, name: str, version: str | None = None, label: str | None = None):
-        raise NotFound(f"unknown verb :{quote(verb)}; use :predict, :classify or :upload")
+        raise NotFound(f"unknown verb :{quote(verb)}; use :predict, :classify, :explain or :upload")
 
     _add_target_rules(bp, "", status, ["GET"])
     _add_target_rules(bp, "/metadata", metadata, ["GET"])
     _add_target_rules(bp, ":predict", predict, ["POST"])
     _add_target_rules(bp, ":classify", classify, ["POST"])
+    _add_target_rules(bp, ":explain", explain, ["POST"])
     _add_target_rules(bp, ":upload", upload, ["POST"])
     _add_target_rules(bp, ":regress", regress, ["POST"])
     _add_target_rules(bp, ":<segment:verb>", unknown_verb, ["POST"])

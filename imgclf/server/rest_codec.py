@@ -17,7 +17,8 @@ import numpy as np
 
 from imgclf import contract
 from imgclf.errors import InvalidInput, NotFound, quote
-from imgclf.prediction import Prediction, parse_min_score
+from imgclf.explanation import Explanations
+from imgclf.prediction import ClassScore, Prediction, parse_min_score
 from imgclf.server.core import Target
 
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
@@ -176,21 +177,94 @@ def parse_top_k(value: str | None) -> int:
     return int(value)
 
 
-def encode_upload(target: Target, filenames: list[str], prediction: Prediction, k: int) -> dict:
+def parse_flag(value: str | None, name: str) -> bool:
+    """A form field's yes/no ('true'/'false', '1'/'0'; absent = false)."""
+    if value is None or value.lower() in ("", "false", "0", "no"):
+        return False
+    if value.lower() in ("true", "1", "yes"):
+        return True
+    raise InvalidInput(f"{name} must be true or false, got {quote(value)}")
+
+
+def parse_explain_body(body: Any) -> tuple[list[bytes], int, float | None]:
+    """{"instances": [{"b64": ...}], "top_k": k, "min_score": s} -> (images, k, min_score)."""
+    if not isinstance(body, dict) or not isinstance(body.get("instances"), list):
+        raise InvalidInput(
+            'the explain body must be a JSON object {"instances": [{"b64": "..."}, ...]}'
+        )
+    unknown = sorted(set(body) - {"instances", "top_k", "min_score", "signature_name"})
+    if unknown:
+        raise InvalidInput(
+            f"unknown field(s) {quote(unknown)}; :explain takes instances, top_k, min_score"
+        )
+    if body.get("signature_name", contract.EXPLAIN) != contract.EXPLAIN:
+        raise InvalidInput(f"signature_name of :explain can only be '{contract.EXPLAIN}'")
+    top_k = body.get("top_k", contract.DEFAULT_TOP_K)
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= 10**6:
+        raise InvalidInput(f"top_k must be a positive integer, got {quote(top_k)}")
+    images = [
+        _b64(_unwrap(row, contract.INPUT_IMAGE_BYTES, f"instance {i}"), f"instance {i}")
+        for i, row in enumerate(body["instances"])
+    ]
+    return images, top_k, parse_min_score(body.get("min_score"))
+
+
+def _explanation(explained: Explanations, i: int, top: list, label: ClassScore) -> dict:
+    return {
+        "label": label.class_name,
+        "score": label.score,
+        "top": [{"label": name, "score": s} for name, s in top],
+        "heatmap": {"b64": base64.b64encode(explained.heatmap_pngs[i]).decode()},
+        "overlay": {"b64": base64.b64encode(explained.overlay_pngs[i]).decode()},
+    }
+
+
+def encode_explain(target: Target, explained: Explanations, k: int) -> dict:
+    prediction = explained.prediction
+    rows = prediction.top_k(k)
+    return {
+        "model_spec": {
+            "name": target.name,
+            "version": str(prediction.version),
+            "signature_name": contract.EXPLAIN,
+        },
+        "explanations": [
+            _explanation(explained, i, row, label)
+            for i, (row, label) in enumerate(zip(rows, prediction.labels(), strict=True))
+        ],
+        "min_score": prediction.min_score,
+    }
+
+
+def encode_upload(
+    target: Target,
+    filenames: list[str],
+    prediction: Prediction,
+    k: int,
+    explained: Explanations | None = None,
+) -> dict:
+    """Per file its label (or "unknown" under min_score), score and top-k; with `explained`
+    (form field explain=true) each result also carries heatmap and overlay as :explain."""
+    results = []
+    rows = prediction.top_k(k)
+    for i, (filename, answer, row) in enumerate(
+        zip(filenames, prediction.labels(), rows, strict=True)
+    ):
+        if explained is not None:
+            results.append({"filename": filename, **_explanation(explained, i, row, answer)})
+        else:
+            results.append(
+                {
+                    "filename": filename,
+                    "label": answer.class_name,
+                    "score": answer.score,
+                    "top": [{"label": name, "score": s} for name, s in row],
+                }
+            )
     return {
         "model": target.name,
         "version": prediction.version,
-        "results": [
-            {
-                "filename": filename,
-                "label": answer.class_name,
-                "score": answer.score,
-                "top": [{"label": name, "score": s} for name, s in row],
-            }
-            for filename, answer, row in zip(
-                filenames, prediction.labels(), prediction.top_k(k), strict=True
-            )
-        ],
+        "results": results,
         "min_score": prediction.min_score,
     }
 

@@ -8,6 +8,8 @@ preprocessing function object the training pipeline used:
   predict_images(images: float32 [batch,H,W,3]) -> probabilities, classes, labels
   classify(inputs: string [batch] serialized tf.Example) -> classes string [batch, n],
                                                             scores float32 [batch, n]
+  explain(image_bytes: string [batch])         -> heatmap float32 [batch, H, W] in [0, 1],
+                                                  probabilities, classes, labels
 
 Every signature that returns probabilities builds them through one `outputs()` function,
 which applies the temperature fitted on the validation split (trainer/calibration.py):
@@ -29,8 +31,9 @@ import tensorflow as tf
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
 from imgclf import contract, repository
-from imgclf.artifact import LoadedVersion
+from imgclf.artifact import HEATMAP_TOLERANCE, LoadedVersion
 from imgclf.trainer.calibration import temperature_scale
+from imgclf.trainer.gradcam import GradCam
 
 
 def build_signatures(
@@ -93,11 +96,24 @@ def build_signatures(
         scores, order = tf.math.top_k(served[contract.OUTPUT_PROBABILITIES], k=num_classes)
         return {contract.OUTPUT_CLASSES: tf.gather(labels, order), contract.OUTPUT_SCORES: scores}
 
+    gradcam = GradCam(model, image_size)
+
+    @tf.function(
+        input_signature=[tf.TensorSpec([None], tf.string, name=contract.INPUT_IMAGE_BYTES)]
+    )
+    def explain(image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
+        # Grad-CAM (gradcam.py) on the same preprocessing; its probabilities go through the
+        # same `outputs` as every other signature, so they equal serving_default's.
+        images = tf.map_fn(preprocess, image_bytes, fn_output_signature=image_spec)
+        heatmap, probabilities = gradcam(images)
+        return {**outputs(probabilities), contract.OUTPUT_HEATMAP: heatmap}
+
     return {
         contract.SERVING_DEFAULT: serving_default,
         contract.PREPROCESS: preprocess_signature,
         contract.PREDICT_IMAGES: predict_images,
         contract.CLASSIFY: classify_examples,
+        contract.EXPLAIN: explain,
     }
 
 
@@ -166,23 +182,36 @@ def write_warmup(path: Path, model_name: str, images: Sequence[bytes]) -> None:
 
 
 def write_golden(
-    path: Path, images: Sequence[bytes], sources: Sequence[str], probabilities: np.ndarray
+    path: Path,
+    images: Sequence[bytes],
+    sources: Sequence[str],
+    probabilities: np.ndarray,
+    heatmaps: np.ndarray | None = None,
 ) -> None:
-    """Golden inputs with the training path's outputs, so any server can replay them on load."""
+    """Golden inputs with the training path's outputs, so any server can replay them on load.
+
+    `heatmaps` float32 [n, H, W] (Grad-CAM from gradcam.py on the training path's images)
+    are stored as golden/NNNN.heatmap.npy (plain arrays, no pickle) and replayed through
+    the `explain` signature (artifact.replay_golden_heatmaps)."""
     folder = path / contract.GOLDEN_DIR
     folder.mkdir(parents=True, exist_ok=True)
     entries = []
     for i, (data, source) in enumerate(zip(images, sources, strict=True)):
         name = f"{i:04d}.img"
         (folder / name).write_bytes(data)
-        entries.append(
-            {
-                "file": f"{contract.GOLDEN_DIR}/{name}",
-                "source": source,
-                "probabilities": [float(p) for p in probabilities[i]],
-            }
-        )
-    manifest = {"tolerance": contract.PARITY_TOLERANCE, "inputs": entries}
+        entry = {
+            "file": f"{contract.GOLDEN_DIR}/{name}",
+            "source": source,
+            "probabilities": [float(p) for p in probabilities[i]],
+        }
+        if heatmaps is not None:
+            heatmap = f"{i:04d}.heatmap.npy"
+            np.save(folder / heatmap, np.asarray(heatmaps[i], np.float32), allow_pickle=False)
+            entry["heatmap"] = f"{contract.GOLDEN_DIR}/{heatmap}"
+        entries.append(entry)
+    manifest: dict = {"tolerance": contract.PARITY_TOLERANCE, "inputs": entries}
+    if heatmaps is not None:
+        manifest["heatmap_tolerance"] = HEATMAP_TOLERANCE
     (path / contract.GOLDEN_MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
 
 
@@ -191,12 +220,14 @@ def parity_check(
     images: Sequence[bytes],
     training_path_probabilities: np.ndarray,
     training_path_images: np.ndarray,
+    training_path_heatmaps: np.ndarray | None = None,
 ) -> dict:
     """Reload the export from disk, as a server does (`imgclf.artifact`), and compare the
     served path with the training path.
 
-    The served path is `serving_default` on the raw file bytes; the training path is
-    the tf.data evaluation pipeline followed by the Keras model.
+    The served path is `serving_default` (and `explain`, given training-path heatmaps) on
+    the raw file bytes; the training path is the tf.data evaluation pipeline followed by
+    the Keras model (and gradcam.GradCam on it).
     """
     try:
         loaded = export if isinstance(export, LoadedVersion) else LoadedVersion(export)
@@ -213,10 +244,17 @@ def parity_check(
     diff = float(np.max(np.abs(served - training_path_probabilities)))
     pre_diff = float(np.max(np.abs(pre - training_path_images)))
     passed = diff <= contract.PARITY_TOLERANCE and pre_diff <= contract.PARITY_TOLERANCE
+    heatmap = {}
+    if training_path_heatmaps is not None:
+        served_heatmaps, _ = loaded.explain_bytes(images)
+        heat_diff = float(np.max(np.abs(served_heatmaps - training_path_heatmaps)))
+        passed = passed and heat_diff <= HEATMAP_TOLERANCE
+        heatmap = {"heatmap_max_abs_diff": heat_diff, "heatmap_tolerance": HEATMAP_TOLERANCE}
     return {
         "passed": passed,
         "max_abs_diff": diff,
         "preprocess_max_abs_diff": pre_diff,
+        **heatmap,
         "samples": len(images),
         "tolerance": contract.PARITY_TOLERANCE,
         "reason": "" if passed else "served outputs differ from the training pipeline",

@@ -137,6 +137,30 @@ def _promotion_section(card: dict) -> str:
     )
 
 
+def _mistakes_section(card: dict) -> str:
+    """The gallery of the most confident test mistakes (gallery.py wrote the images)."""
+    mistakes = card.get("mistakes")
+    if mistakes is None:
+        return ""
+    if not mistakes:
+        return "<h2>Most confident mistakes</h2><p>No mistakes on the test split.</p>"
+    cells = "".join(
+        f'<figure><img src="{html.escape(m["file"])}" alt="heatmap over '
+        f'{html.escape(m["source"])}" width="160"><figcaption>true <b>{html.escape(m["true"])}'
+        "</b><br>"
+        + "<br>".join(f"{html.escape(label)} {score:.1%}" for label, score in m["top"])
+        + f"<br><small>{html.escape(m['source'])}</small></figcaption></figure>"
+        for m in mistakes
+    )
+    return (
+        "<h2>Most confident mistakes</h2><p>Test images the model got wrong, most confident "
+        "first: the Grad-CAM heatmap of the predicted (wrong) class over the image as the model "
+        "saw it (red = most evidence), the true label and the two top labels. The same map "
+        "the <code>explain</code> signature serves.</p>"
+        f'<div style="display:flex;flex-wrap:wrap;gap:8px">{cells}</div>'
+    )
+
+
 def _recipe(card: dict) -> str:
     recipe = card.get("recipe")
     if not recipe:
@@ -224,6 +248,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}img{{max-width:100
 <h2>Confusion matrix</h2><img src="{CONFUSION_MATRIX}" alt="confusion matrix">
 {calibration_section(card, report_dir)}
 {thresholds_section(card, report_dir)}
+{_mistakes_section(card)}
 <h2>Data</h2><p>{data["total"]} usable images from {html.escape(data["root"])} ({data["source"]}),
 fingerprint <code>{data["fingerprint"][:16]}</code>.</p>
 {_table(count_rows, ["class", "train", "val", "test"])}

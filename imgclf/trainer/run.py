@@ -35,6 +35,8 @@ from imgclf.errors import ParityError, Rejected
 from imgclf.trainer import calibration, experiment, export, hardware
 from imgclf.trainer.data import Dataset, Sample, class_weights
 from imgclf.trainer.diagnosis import diagnose, explain_refusal
+from imgclf.trainer.gallery import MISTAKES_DIR, write_gallery
+from imgclf.trainer.gradcam import GradCam
 from imgclf.trainer.metrics import classification_metrics
 from imgclf.trainer.model import RECIPES, Classifier, recipe_for
 from imgclf.trainer.pipeline import evaluation_dataset, label_indices, load_for_config
@@ -109,6 +111,7 @@ class Evaluation:
     seconds: float
     calibration: dict = field(default_factory=dict)
     thresholds: dict = field(default_factory=dict)
+    test_probabilities: np.ndarray | None = None  # [test images, classes], split order
 
 
 def _golden_samples(samples: list[Sample], count: int) -> list[Sample]:
@@ -222,6 +225,7 @@ def evaluate(
     dataset = loaded.dataset
     calibrated = calibrated or Calibrated(1.0, "none", np.zeros((0, len(dataset.classes))))
     metrics, summaries, thresholds = {}, {}, {}
+    test_probabilities = None
     for split, samples in dataset.splits.items():
         if split == "val" and len(calibrated.val_probabilities) == len(samples) > 0:
             raw = calibrated.val_probabilities
@@ -236,6 +240,7 @@ def evaluate(
             summaries[split] = calibration.split_summary(raw, labels, calibrated.temperature)
         if split == "test":
             thresholds = threshold_summary(probabilities, labels, dataset.classes)
+            test_probabilities = probabilities
     diagnosis = diagnose(
         history=fitted.state.history,
         train_metrics=metrics["train"],
@@ -260,7 +265,39 @@ def evaluate(
         "splits": summaries,
     }
     return Evaluation(
-        metrics, diagnosis, round(time.monotonic() - t, 3), calibration_record, thresholds
+        metrics,
+        diagnosis,
+        round(time.monotonic() - t, 3),
+        calibration_record,
+        thresholds,
+        test_probabilities,
+    )
+
+
+def mistakes_gallery(
+    config: TrainConfig, loaded: Loaded, fitted: Fitted, evaluation: Evaluation, run_dir: Path
+) -> list[dict]:
+    """The most confident test mistakes with their heatmaps, written into
+    run_dir/report/mistakes/ (copied into the version by `train_and_export`)."""
+    dataset = loaded.dataset
+    test = dataset.splits["test"]
+    if evaluation.test_probabilities is None or not test:
+        return []
+
+    def load_images(indices: list[int]) -> np.ndarray:
+        chosen = [test[i] for i in indices]
+        batches = evaluation_dataset(chosen, dataset.classes, loaded.preprocess, config)
+        return np.concatenate([x.numpy() for x, _ in batches])
+
+    return write_gallery(
+        run_dir / contract.REPORT_DIR,
+        fitted.classifier.model,
+        config.image_size,
+        load_images,
+        evaluation.test_probabilities,
+        label_indices(test, dataset.classes),
+        [dataset.relative(s) for s in test],
+        dataset.classes,
     )
 
 
@@ -290,18 +327,32 @@ def export_and_verify(
     golden_probs = calibration.calibrate(
         model.predict(golden_images, batch_size=len(golden), verbose=0), temperature
     )
-    export.write_golden(staging, golden_bytes, [dataset.relative(s) for s in golden], golden_probs)
+    golden_heatmaps, _ = GradCam(model, config.image_size)(tf.constant(golden_images))
+    golden_heatmaps = golden_heatmaps.numpy()
+    export.write_golden(
+        staging,
+        golden_bytes,
+        [dataset.relative(s) for s in golden],
+        golden_probs,
+        golden_heatmaps,
+    )
     try:
         served = LoadedVersion(staging)  # loaded once, as a server will load it
     except repository.RepositoryError as exc:
         raise ParityError(
             f"the export cannot be loaded back: {exc}; nothing was published"
         ) from None
-    parity = export.parity_check(served, golden_bytes, golden_probs, golden_images)
+    parity = export.parity_check(served, golden_bytes, golden_probs, golden_images, golden_heatmaps)
     if not parity["passed"]:
+        heatmaps = (
+            f", heatmaps by {parity['heatmap_max_abs_diff']:.2e} "
+            f"(tolerance {parity['heatmap_tolerance']:.0e})"
+            if "heatmap_max_abs_diff" in parity
+            else ""
+        )
         raise ParityError(
             f"parity check failed: served outputs differ from training by "
-            f"{parity['max_abs_diff']:.2e} (tolerance {parity['tolerance']:.0e}); "
+            f"{parity['max_abs_diff']:.2e} (tolerance {parity['tolerance']:.0e}){heatmaps}; "
             "nothing was published"
         )
     try:
@@ -339,7 +390,7 @@ def model_card(
         "run_dir": str(run_dir),
         "labels": loaded.dataset.classes,
         "image_size": config.image_size,
-        "signatures": list(contract.SIGNATURES),
+        "signatures": [*contract.SIGNATURES, contract.EXPLAIN],
         "recipe": recipe_record(config, fitted),
         "config": config.model_dump(),
         "data": loaded.dataset.summary(),
@@ -444,6 +495,7 @@ def train_and_export(
         hooks.on_progress({"stage": "evaluate"})
     calibrated = calibrate(config, loaded, fitted)
     evaluation = evaluate(config, loaded, fitted, calibrated)
+    mistakes = mistakes_gallery(config, loaded, fitted, evaluation, run_dir)
     if hooks.on_progress:
         hooks.on_progress({"stage": "export"})
     t = time.monotonic()
@@ -470,6 +522,13 @@ def train_and_export(
             parity=parity,
             timings=timings,
         )
+        card["mistakes"] = mistakes
+        if mistakes:
+            shutil.copytree(
+                run_dir / contract.REPORT_DIR / MISTAKES_DIR,
+                staging / contract.REPORT_DIR / MISTAKES_DIR,
+                dirs_exist_ok=True,
+            )
         if hooks.should_stop and hooks.should_stop():
             raise Cancelled("training cancelled before publishing")
         version = publish(

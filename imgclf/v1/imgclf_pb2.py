@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16imgclf/v1/imgclf.proto\x12\timgclf.v1\"\x93\x01\n\x0f\x43lassifyRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x11\n\x07version\x18\x02 \x01(\x03H\x00\x12\x0f\n\x05label\x18\x03 \x01(\tH\x00\x12\x0e\n\x06images\x18\x04 \x03(\x0c\x12\r\n\x05top_k\x18\x05 \x01(\x05\x12\x16\n\tmin_score\x18\x06 \x01(\x02H\x01\x88\x01\x01\x42\x08\n\x06targetB\x0c\n\n_min_score\"*\n\nLabelScore\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\"f\n\x0bImageResult\x12\"\n\x03top\x18\x01 \x03(\x0b\x32\x15.imgclf.v1.LabelScore\x12\x15\n\rprobabilities\x18\x02 \x03(\x02\x12\r\n\x05label\x18\x03 \x01(\t\x12\r\n\x05score\x18\x04 \x01(\x02\"\x83\x01\n\x10\x43lassifyResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\'\n\x07results\x18\x03 \x03(\x0b\x32\x16.imgclf.v1.ImageResult\x12\x13\n\x0b\x63lass_names\x18\x04 \x03(\t\x12\x11\n\tmin_score\x18\x05 \x01(\x02\")\n\x10SubmitJobRequest\x12\x15\n\rdocument_json\x18\x01 \x01(\t\"\x1b\n\rGetJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x1e\n\x10\x43\x61ncelJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"/\n\x11GetJobLogsRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x03\"X\n\x07JobLogs\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\x13\n\x0bnext_offset\x18\x04 \x01(\x03\x12\x0c\n\x04text\x18\x05 \x01(\t\"@\n\x0fSetLabelRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x03\"\x89\x01\n\x10SetLabelResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x37\n\x06labels\x18\x02 \x03(\x0b\x32\'.imgclf.v1.SetLabelResponse.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"d\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\x03\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\x13\n\x0brecord_json\x18\x06 \x01(\t\"\x13\n\x11ListModelsRequest\"=\n\x0cModelVersion\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\r\n\x05state\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"\x9d\x01\n\x05Model\x12\x0c\n\x04name\x18\x01 \x01(\t\x12,\n\x06labels\x18\x02 \x03(\x0b\x32\x1c.imgclf.v1.Model.LabelsEntry\x12)\n\x08versions\x18\x03 \x03(\x0b\x32\x17.imgclf.v1.ModelVersion\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"6\n\x12ListModelsResponse\x12 \n\x06models\x18\x01 \x03(\x0b\x32\x10.imgclf.v1.Model2\xc5\x03\n\x06Imgclf\x12\x43\n\x08\x43lassify\x12\x1a.imgclf.v1.ClassifyRequest\x1a\x1b.imgclf.v1.ClassifyResponse\x12\x38\n\tSubmitJob\x12\x1b.imgclf.v1.SubmitJobRequest\x1a\x0e.imgclf.v1.Job\x12\x32\n\x06GetJob\x12\x18.imgclf.v1.GetJobRequest\x1a\x0e.imgclf.v1.Job\x12\x38\n\tCancelJob\x12\x1b.imgclf.v1.CancelJobRequest\x1a\x0e.imgclf.v1.Job\x12>\n\nGetJobLogs\x12\x1c.imgclf.v1.GetJobLogsRequest\x1a\x12.imgclf.v1.JobLogs\x12I\n\nListModels\x12\x1c.imgclf.v1.ListModelsRequest\x1a\x1d.imgclf.v1.ListModelsResponse\x12\x43\n\x08SetLabel\x12\x1a.imgclf.v1.SetLabelRequest\x1a\x1b.imgclf.v1.SetLabelResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16imgclf/v1/imgclf.proto\x12\timgclf.v1\"\x93\x01\n\x0f\x43lassifyRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x11\n\x07version\x18\x02 \x01(\x03H\x00\x12\x0f\n\x05label\x18\x03 \x01(\tH\x00\x12\x0e\n\x06images\x18\x04 \x03(\x0c\x12\r\n\x05top_k\x18\x05 \x01(\x05\x12\x16\n\tmin_score\x18\x06 \x01(\x02H\x01\x88\x01\x01\x42\x08\n\x06targetB\x0c\n\n_min_score\"*\n\nLabelScore\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\"f\n\x0bImageResult\x12\"\n\x03top\x18\x01 \x03(\x0b\x32\x15.imgclf.v1.LabelScore\x12\x15\n\rprobabilities\x18\x02 \x03(\x02\x12\r\n\x05label\x18\x03 \x01(\t\x12\r\n\x05score\x18\x04 \x01(\x02\"\x83\x01\n\x10\x43lassifyResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\'\n\x07results\x18\x03 \x03(\x0b\x32\x16.imgclf.v1.ImageResult\x12\x13\n\x0b\x63lass_names\x18\x04 \x03(\t\x12\x11\n\tmin_score\x18\x05 \x01(\x02\"\x92\x01\n\x0e\x45xplainRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x11\n\x07version\x18\x02 \x01(\x03H\x00\x12\x0f\n\x05label\x18\x03 \x01(\tH\x00\x12\x0e\n\x06images\x18\x04 \x03(\x0c\x12\r\n\x05top_k\x18\x05 \x01(\x05\x12\x16\n\tmin_score\x18\x06 \x01(\x02H\x01\x88\x01\x01\x42\x08\n\x06targetB\x0c\n\n_min_score\"\x90\x01\n\x0b\x45xplanation\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\"\n\x03top\x18\x03 \x03(\x0b\x32\x15.imgclf.v1.LabelScore\x12\x15\n\rprobabilities\x18\x04 \x03(\x02\x12\x13\n\x0bheatmap_png\x18\x05 \x01(\x0c\x12\x13\n\x0boverlay_png\x18\x06 \x01(\x0c\"t\n\x0f\x45xplainResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12,\n\x0c\x65xplanations\x18\x03 \x03(\x0b\x32\x16.imgclf.v1.Explanation\x12\x13\n\x0b\x63lass_names\x18\x04 \x03(\t\")\n\x10SubmitJobRequest\x12\x15\n\rdocument_json\x18\x01 \x01(\t\"\x1b\n\rGetJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x1e\n\x10\x43\x61ncelJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"/\n\x11GetJobLogsRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x03\"X\n\x07JobLogs\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\x13\n\x0bnext_offset\x18\x04 \x01(\x03\x12\x0c\n\x04text\x18\x05 \x01(\t\"@\n\x0fSetLabelRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x03\"\x89\x01\n\x10SetLabelResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x37\n\x06labels\x18\x02 \x03(\x0b\x32\'.imgclf.v1.SetLabelResponse.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"d\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\x03\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\x13\n\x0brecord_json\x18\x06 \x01(\t\"\x13\n\x11ListModelsRequest\"=\n\x0cModelVersion\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\r\n\x05state\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"\x9d\x01\n\x05Model\x12\x0c\n\x04name\x18\x01 \x01(\t\x12,\n\x06labels\x18\x02 \x03(\x0b\x32\x1c.imgclf.v1.Model.LabelsEntry\x12)\n\x08versions\x18\x03 \x03(\x0b\x32\x17.imgclf.v1.ModelVersion\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"6\n\x12ListModelsResponse\x12 \n\x06models\x18\x01 \x03(\x0b\x32\x10.imgclf.v1.Model2\x87\x04\n\x06Imgclf\x12\x43\n\x08\x43lassify\x12\x1a.imgclf.v1.ClassifyRequest\x1a\x1b.imgclf.v1.ClassifyResponse\x12@\n\x07\x45xplain\x12\x19.imgclf.v1.ExplainRequest\x1a\x1a.imgclf.v1.ExplainResponse\x12\x38\n\tSubmitJob\x12\x1b.imgclf.v1.SubmitJobRequest\x1a\x0e.imgclf.v1.Job\x12\x32\n\x06GetJob\x12\x18.imgclf.v1.GetJobRequest\x1a\x0e.imgclf.v1.Job\x12\x38\n\tCancelJob\x12\x1b.imgclf.v1.CancelJobRequest\x1a\x0e.imgclf.v1.Job\x12>\n\nGetJobLogs\x12\x1c.imgclf.v1.GetJobLogsRequest\x1a\x12.imgclf.v1.JobLogs\x12I\n\nListModels\x12\x1c.imgclf.v1.ListModelsRequest\x1a\x1d.imgclf.v1.ListModelsResponse\x12\x43\n\x08SetLabel\x12\x1a.imgclf.v1.SetLabelRequest\x1a\x1b.imgclf.v1.SetLabelResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,34 +43,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_IMAGERESULT']._serialized_end=333
   _globals['_CLASSIFYRESPONSE']._serialized_start=336
   _globals['_CLASSIFYRESPONSE']._serialized_end=467
-  _globals['_SUBMITJOBREQUEST']._serialized_start=469
-  _globals['_SUBMITJOBREQUEST']._serialized_end=510
-  _globals['_GETJOBREQUEST']._serialized_start=512
-  _globals['_GETJOBREQUEST']._serialized_end=539
-  _globals['_CANCELJOBREQUEST']._serialized_start=541
-  _globals['_CANCELJOBREQUEST']._serialized_end=571
-  _globals['_GETJOBLOGSREQUEST']._serialized_start=573
-  _globals['_GETJOBLOGSREQUEST']._serialized_end=620
-  _globals['_JOBLOGS']._serialized_start=622
-  _globals['_JOBLOGS']._serialized_end=710
-  _globals['_SETLABELREQUEST']._serialized_start=712
-  _globals['_SETLABELREQUEST']._serialized_end=776
-  _globals['_SETLABELRESPONSE']._serialized_start=779
-  _globals['_SETLABELRESPONSE']._serialized_end=916
-  _globals['_SETLABELRESPONSE_LABELSENTRY']._serialized_start=871
-  _globals['_SETLABELRESPONSE_LABELSENTRY']._serialized_end=916
-  _globals['_JOB']._serialized_start=918
-  _globals['_JOB']._serialized_end=1018
-  _globals['_LISTMODELSREQUEST']._serialized_start=1020
-  _globals['_LISTMODELSREQUEST']._serialized_end=1039
-  _globals['_MODELVERSION']._serialized_start=1041
-  _globals['_MODELVERSION']._serialized_end=1102
-  _globals['_MODEL']._serialized_start=1105
-  _globals['_MODEL']._serialized_end=1262
-  _globals['_MODEL_LABELSENTRY']._serialized_start=871
-  _globals['_MODEL_LABELSENTRY']._serialized_end=916
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1264
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1318
-  _globals['_IMGCLF']._serialized_start=1321
-  _globals['_IMGCLF']._serialized_end=1774
+  _globals['_EXPLAINREQUEST']._serialized_start=470
+  _globals['_EXPLAINREQUEST']._serialized_end=616
+  _globals['_EXPLANATION']._serialized_start=619
+  _globals['_EXPLANATION']._serialized_end=763
+  _globals['_EXPLAINRESPONSE']._serialized_start=765
+  _globals['_EXPLAINRESPONSE']._serialized_end=881
+  _globals['_SUBMITJOBREQUEST']._serialized_start=883
+  _globals['_SUBMITJOBREQUEST']._serialized_end=924
+  _globals['_GETJOBREQUEST']._serialized_start=926
+  _globals['_GETJOBREQUEST']._serialized_end=953
+  _globals['_CANCELJOBREQUEST']._serialized_start=955
+  _globals['_CANCELJOBREQUEST']._serialized_end=985
+  _globals['_GETJOBLOGSREQUEST']._serialized_start=987
+  _globals['_GETJOBLOGSREQUEST']._serialized_end=1034
+  _globals['_JOBLOGS']._serialized_start=1036
+  _globals['_JOBLOGS']._serialized_end=1124
+  _globals['_SETLABELREQUEST']._serialized_start=1126
+  _globals['_SETLABELREQUEST']._serialized_end=1190
+  _globals['_SETLABELRESPONSE']._serialized_start=1193
+  _globals['_SETLABELRESPONSE']._serialized_end=1330
+  _globals['_SETLABELRESPONSE_LABELSENTRY']._serialized_start=1285
+  _globals['_SETLABELRESPONSE_LABELSENTRY']._serialized_end=1330
+  _globals['_JOB']._serialized_start=1332
+  _globals['_JOB']._serialized_end=1432
+  _globals['_LISTMODELSREQUEST']._serialized_start=1434
+  _globals['_LISTMODELSREQUEST']._serialized_end=1453
+  _globals['_MODELVERSION']._serialized_start=1455
+  _globals['_MODELVERSION']._serialized_end=1516
+  _globals['_MODEL']._serialized_start=1519
+  _globals['_MODEL']._serialized_end=1676
+  _globals['_MODEL_LABELSENTRY']._serialized_start=1285
+  _globals['_MODEL_LABELSENTRY']._serialized_end=1330
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1678
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1732
+  _globals['_IMGCLF']._serialized_start=1735
+  _globals['_IMGCLF']._serialized_end=2254
 # @@protoc_insertion_point(module_scope)

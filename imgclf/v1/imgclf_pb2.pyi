@@ -56,6 +56,50 @@ class ClassifyResponse(_message.Message):
     min_score: float
     def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., results: _Optional[_Iterable[_Union[ImageResult, _Mapping]]] = ..., class_names: _Optional[_Iterable[str]] = ..., min_score: _Optional[float] = ...) -> None: ...
 
+class ExplainRequest(_message.Message):
+    __slots__ = ("model", "version", "label", "images", "top_k", "min_score")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    MIN_SCORE_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: int
+    label: str
+    images: _containers.RepeatedScalarFieldContainer[bytes]
+    top_k: int
+    min_score: float
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., label: _Optional[str] = ..., images: _Optional[_Iterable[bytes]] = ..., top_k: _Optional[int] = ..., min_score: _Optional[float] = ...) -> None: ...
+
+class Explanation(_message.Message):
+    __slots__ = ("label", "score", "top", "probabilities", "heatmap_png", "overlay_png")
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    TOP_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
+    HEATMAP_PNG_FIELD_NUMBER: _ClassVar[int]
+    OVERLAY_PNG_FIELD_NUMBER: _ClassVar[int]
+    label: str
+    score: float
+    top: _containers.RepeatedCompositeFieldContainer[LabelScore]
+    probabilities: _containers.RepeatedScalarFieldContainer[float]
+    heatmap_png: bytes
+    overlay_png: bytes
+    def __init__(self, label: _Optional[str] = ..., score: _Optional[float] = ..., top: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ..., probabilities: _Optional[_Iterable[float]] = ..., heatmap_png: _Optional[bytes] = ..., overlay_png: _Optional[bytes] = ...) -> None: ...
+
+class ExplainResponse(_message.Message):
+    __slots__ = ("model", "version", "explanations", "class_names")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    EXPLANATIONS_FIELD_NUMBER: _ClassVar[int]
+    CLASS_NAMES_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: int
+    explanations: _containers.RepeatedCompositeFieldContainer[Explanation]
+    class_names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., explanations: _Optional[_Iterable[_Union[Explanation, _Mapping]]] = ..., class_names: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class SubmitJobRequest(_message.Message):
     __slots__ = ("document_json",)
     DOCUMENT_JSON_FIELD_NUMBER: _ClassVar[int]

@@ -39,6 +39,11 @@ class ImgclfStub:
                 request_serializer=imgclf_dot_v1_dot_imgclf__pb2.ClassifyRequest.SerializeToString,
                 response_deserializer=imgclf_dot_v1_dot_imgclf__pb2.ClassifyResponse.FromString,
                 _registered_method=True)
+        self.Explain = channel.unary_unary(
+                '/imgclf.v1.Imgclf/Explain',
+                request_serializer=imgclf_dot_v1_dot_imgclf__pb2.ExplainRequest.SerializeToString,
+                response_deserializer=imgclf_dot_v1_dot_imgclf__pb2.ExplainResponse.FromString,
+                _registered_method=True)
         self.SubmitJob = channel.unary_unary(
                 '/imgclf.v1.Imgclf/SubmitJob',
                 request_serializer=imgclf_dot_v1_dot_imgclf__pb2.SubmitJobRequest.SerializeToString,
@@ -76,6 +81,15 @@ class ImgclfServicer:
 
     def Classify(self, request, context):
         """Top-k labels per image, from encoded image bytes (JPEG/PNG/GIF/BMP).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Explain(self, request, context):
+        """Per image: the prediction plus a Grad-CAM heatmap of the predicted class and an
+        overlay of it on the image (both PNG). Runs the version's `explain` signature; a
+        version exported before it existed: FAILED_PRECONDITION (retrain it).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -129,6 +143,11 @@ def add_ImgclfServicer_to_server(servicer, server):
                     servicer.Classify,
                     request_deserializer=imgclf_dot_v1_dot_imgclf__pb2.ClassifyRequest.FromString,
                     response_serializer=imgclf_dot_v1_dot_imgclf__pb2.ClassifyResponse.SerializeToString,
+            ),
+            'Explain': grpc.unary_unary_rpc_method_handler(
+                    servicer.Explain,
+                    request_deserializer=imgclf_dot_v1_dot_imgclf__pb2.ExplainRequest.FromString,
+                    response_serializer=imgclf_dot_v1_dot_imgclf__pb2.ExplainResponse.SerializeToString,
             ),
             'SubmitJob': grpc.unary_unary_rpc_method_handler(
                     servicer.SubmitJob,
@@ -188,6 +207,33 @@ class Imgclf:
             '/imgclf.v1.Imgclf/Classify',
             imgclf_dot_v1_dot_imgclf__pb2.ClassifyRequest.SerializeToString,
             imgclf_dot_v1_dot_imgclf__pb2.ClassifyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Explain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imgclf.v1.Imgclf/Explain',
+            imgclf_dot_v1_dot_imgclf__pb2.ExplainRequest.SerializeToString,
+            imgclf_dot_v1_dot_imgclf__pb2.ExplainResponse.FromString,
             options,
             channel_credentials,
             insecure,
