@@ -154,7 +154,8 @@ def main(argv: list[str] | None = None) -> dict:
                 "rest": rest_client(rest_port, common.MODEL_NAME, images)(),
                 "grpc": grpc_client(grpc_port, common.MODEL_NAME, images)(),
             }
-            calls["rest"](0)
+            for call in calls.values():  # both pools exist before their threads are named
+                call(0)
             names = _python_names(server.process.pid)
             for protocol, call in calls.items():
                 threads, summary = measure(server, call, args.requests, names)
