@@ -133,10 +133,11 @@ class Settings(BaseSettings):
         "before it is closed.",
     )
     server_threads: int = Field(
-        48,
+        64,
         ge=1,
-        description="REST and gRPC worker threads each (above max_batch_size, so a batch "
-        "fills and the queue can refuse before threads run out).",
+        description="REST and gRPC worker threads each (twice max_batch_size, so a batch "
+        "fills, as many clients as a batch holds can queue behind it, and the queue can "
+        "refuse before threads run out).",
     )
     bfloat16: bool = Field(
         False,

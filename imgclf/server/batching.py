@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -34,7 +34,6 @@ Inputs = np.ndarray | list[bytes]  # float images [n, H, W, 3], or n encoded ima
 # One batch call: inputs -> (outputs [n, C], or a tuple of arrays [n, ...] such as
 # explain's (heatmaps, probabilities); {index in the batch: why that input failed}).
 BatchFn = Callable[[Inputs], tuple[np.ndarray | tuple[np.ndarray, ...], dict[int, Exception]]]
-_POLL_S = 0.0005
 
 
 @dataclass
@@ -59,6 +58,13 @@ def _rows(outputs: np.ndarray | tuple[np.ndarray, ...], start: int, stop: int):
 
 
 class Batcher:
+    """One model's queue and batching thread.
+
+    Every state change (a request queued, an admission ended, close) notifies one
+    condition, so the batching thread sleeps until something it waits for happens:
+    no polling, and a lone request runs as soon as its own admission ends.
+    """
+
     def __init__(
         self,
         name: str,
@@ -71,83 +77,95 @@ class Batcher:
         self.name = name
         self.max_batch_size = max_batch_size
         self.batch_timeout_s = batch_timeout_s
-        self._queue: queue.Queue[_Item | None] = queue.Queue(maxsize=max_queue)
+        self.max_queue = max_queue
+        self._items: deque[_Item] = deque()
+        self._changed = threading.Condition(threading.Lock())
+        self._closed = False
         self._on_batch = on_batch
-        self._pending: _Item | None = None
         self._preparing = 0  # admitted requests still checking their inputs
-        self._preparing_lock = threading.Lock()
+        self._admitted = threading.local()  # this thread's admission, until it submits
         self._thread = threading.Thread(target=self._loop, name=f"batcher-{name}", daemon=True)
         self._thread.start()
 
     def depth(self) -> int:
-        return self._queue.qsize()
+        return len(self._items)
 
     @contextlib.contextmanager
     def admission(self) -> Iterator[None]:
-        """Wrap a request's checks and submit, so a closing batch waits for it."""
-        with self._preparing_lock:
+        """Wrap a request's checks and submit, so a closing batch waits for it.
+
+        The admission ends when the request is queued (in `submit`, under the same lock),
+        so the batching thread never sees a queued request still counted as preparing.
+        """
+        with self._changed:
             self._preparing += 1
+        self._admitted.open = True
         try:
             yield
         finally:
-            with self._preparing_lock:
-                self._preparing -= 1
+            if self._admitted.open:  # left before submitting (refused by a check)
+                self._admitted.open = False
+                with self._changed:
+                    self._preparing -= 1
+                    self._changed.notify()
 
     def submit(self, inputs: Inputs, key: object, run: BatchFn) -> Future:
         """Queue one request's inputs; the future resolves to its outputs [n, C]."""
         item = _Item(inputs, key, run)
-        try:
-            self._queue.put_nowait(item)
-        except queue.Full:
-            raise Overloaded(
-                f"model {self.name!r} is overloaded ({self._queue.maxsize} requests queued); "
-                "retry with backoff"
-            ) from None
+        with self._changed:
+            if getattr(self._admitted, "open", False):
+                self._admitted.open = False
+                self._preparing -= 1
+            if len(self._items) >= self.max_queue:
+                self._changed.notify()
+                raise Overloaded(
+                    f"model {self.name!r} is overloaded ({self.max_queue} requests queued); "
+                    "retry with backoff"
+                )
+            self._items.append(item)
+            self._changed.notify()
         return item.future
 
     def close(self) -> None:
-        self._queue.put(None)
+        """Run what is queued, then stop the batching thread."""
+        with self._changed:
+            self._closed = True
+            self._changed.notify()
         self._thread.join(timeout=5)
-
-    def _next(self, timeout: float | None) -> _Item | None:
-        if self._pending is not None:
-            item, self._pending = self._pending, None
-            return item
-        return self._queue.get(timeout=timeout) if timeout is not None else self._queue.get()
 
     def _loop(self) -> None:
         while True:
-            first = self._next(None)
-            if first is None:
-                return
-            batch, closed = self._collect(first)
+            with self._changed:
+                while not self._items and not self._closed:
+                    self._changed.wait()
+                if not self._items:
+                    return
+                batch = self._collect()
             self._run(batch)
-            if closed:
-                return
 
-    def _collect(self, first: _Item) -> tuple[list[_Item], bool]:
-        """The items that join `first`'s batch; True when the batcher was closed meanwhile."""
-        batch = [first]
-        count = len(first.inputs)
+    def _collect(self) -> list[_Item]:
+        """The first queued item and those that join its batch (called holding the lock).
+
+        The batch closes when it is full, when the next item cannot join (another key,
+        or too many inputs), when no admitted request is still preparing, or when
+        `batch_timeout` has passed since it opened.
+        """
+        first = self._items.popleft()
+        batch, count = [first], len(first.inputs)
         deadline = time.monotonic() + self.batch_timeout_s
         while count < self.max_batch_size:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            try:
-                if self._pending is None and self._queue.empty() and not self._preparing:
-                    break  # nobody else is about to join: run now
-                item = self._next(min(remaining, _POLL_S))
-            except queue.Empty:
+            if self._items:
+                item = self._items[0]
+                if item.key != first.key or count + len(item.inputs) > self.max_batch_size:
+                    break  # it starts the next batch
+                batch.append(self._items.popleft())
+                count += len(item.inputs)
                 continue
-            if item is None:
-                return batch, True
-            if item.key != first.key or count + len(item.inputs) > self.max_batch_size:
-                self._pending = item  # starts the next batch
-                break
-            batch.append(item)
-            count += len(item.inputs)
-        return batch, False
+            remaining = deadline - time.monotonic()
+            if not self._preparing or self._closed or remaining <= 0:
+                break  # nobody else is about to join: run now
+            self._changed.wait(remaining)
+        return batch
 
     def _run(self, batch: list[_Item]) -> None:
         try:
