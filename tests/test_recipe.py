@@ -110,6 +110,13 @@ def test_batchnorm_mode_follows_the_recipe():
     unfreeze_all(scratch)
     assert not np.allclose(scratch.model(x, training=True), scratch.model(x, training=False))
     tuned = build_classifier(2, image_size=32, weights="none", dropout=0.0, l2=0.0)
+    # from_scratch starts every residual block as the identity (zero-gamma); fine_tune's
+    # weights are left as they come.
+    ends = [n for n in (layer.name for layer in batchnorm_layers(scratch.base)) if "_3_bn" in n]
+    assert len(ends) == 16
+    for name in ends:
+        assert not np.any(scratch.base.get_layer(name).gamma.numpy())
+        assert np.all(tuned.base.get_layer(name).gamma.numpy() == 1.0)
     for phase in (lambda: freeze_base(tuned), lambda: unfreeze_top(tuned, "conv4")):
         phase()
         np.testing.assert_allclose(
