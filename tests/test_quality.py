@@ -52,8 +52,6 @@ def test_from_scratch_learns_real_images_clearly_above_the_old_recipe(
         preprocess=preprocess,
         checkpoint_dir=tmp_path / "checkpoints",
     )
-    test = experiment.score(
-        classifier, dataset.splits["test"], dataset.classes, preprocess, config
-    )
+    test = experiment.score(classifier, dataset.splits["test"], dataset.classes, preprocess, config)
     curve = [round(h["val_accuracy"], 2) for h in state.history]
     assert test["accuracy"] >= bar, f"{name}: test {test['accuracy']:.3f}, validation {curve}"
