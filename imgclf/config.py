@@ -44,7 +44,8 @@ class TrainConfig(BaseModel):
         "auto",
         description="'auto' = fine_tune with pretrained weights, from_scratch with weights=none. "
         "fine_tune: two phases, BatchNorm frozen. from_scratch: BatchNorm statistics estimated "
-        "from the data, then the whole network trains head_epochs + fine_tune_epochs epochs "
+        "from the data (residual blocks start as the identity), then the whole network trains "
+        "head_epochs + fine_tune_epochs epochs "
         "(BatchNorm in training mode, warmup + cosine from learning_rate), statistics estimated "
         "again at the end.",
     )
