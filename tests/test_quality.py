@@ -6,11 +6,13 @@ photos, trained with weights=none (recipe auto = from_scratch) at 32 px through 
 run's own fit and scored on a held-out test split.
 
 The bar is the recipe's old figures (issue #13's table: digits 0.66, textures 0.62 on
-full-size sets at 4 + 4 epochs) with a clear margin, on sets a third the size or less,
-so that a regression of the from_scratch recipe (BatchNorm statistics, residual
-initialisation, schedule) fails here. Seeds are fixed (split, initialisation,
-shuffling, augmentation); the margins measured over several seeds are in
-docs/BENCHMARKS.md ("Quality test margins"). Cost: about a minute per set on 2 cores.
+full-size sets at 4 + 4 epochs) with a clear margin, on smaller sets (digits 300 training
+images of 1,257, textures 90 of 180, both at 32 px, 12 epochs), so that a regression of
+the from_scratch recipe (BatchNorm statistics, residual initialisation, schedule) shows
+here. Seeds are fixed (split, initialisation, shuffling, augmentation), so a run
+repeats itself on one machine; what was measured of the margins is in
+docs/BENCHMARKS.md ("Quality test"). Estimated cost on an idle 2-core machine: about a
+minute and a half for digits, under a minute for textures.
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ pytestmark = pytest.mark.slow
 
 # set -> (builder arguments, test accuracy it must reach). Old recipe: 0.66 / 0.62.
 CASES = {
-    "digits": ({"per_class": 30}, 0.85),
-    "textures": ({"per_class": 30, "held_out": 40}, 0.80),
+    "digits": ({"per_class": 30}, 0.80),
+    "textures": ({"per_class": 30, "held_out": 40}, 0.75),
 }
 EPOCHS = 12
 
