@@ -100,7 +100,11 @@ class TrainConfig(BaseModel):
         "and named in the model card); by default that is an error.",
     )
     early_stopping_patience: int = Field(
-        3, ge=0, le=1000, description="Epochs without val-loss improvement; 0 disables."
+        3,
+        ge=0,
+        le=1000,
+        description="Epochs without val-loss improvement; 0 disables. from_scratch stops no "
+        "earlier than the middle of its cosine decay.",
     )
     top_k: int = Field(5, ge=1, le=100, description="k of the top-k accuracy metric.")
     cache_features: bool = Field(

@@ -42,8 +42,9 @@ RECIPES = {
     FINE_TUNE: "pretrained base: head first on a frozen base, then the top stages at a low "
     "learning rate; BatchNorm frozen in inference mode",
     FROM_SCRATCH: "random initial weights: residual blocks start as the identity, BatchNorm "
-    "statistics estimated from the training images, the whole network trained with BatchNorm in training mode (warmup + cosine, early "
-    "stopping with best-weight restore), statistics estimated again for the final weights",
+    "statistics estimated from the training images, the whole network trained with BatchNorm "
+    "in training mode (warmup + cosine, early stopping from the middle of the decay with "
+    "best-weight restore), statistics estimated again for the final weights",
 }
 _DOWNLOAD_TIMEOUT_S = 20.0
 
