@@ -30,7 +30,7 @@ from imgclf.trainer.model import (
     unfreeze_all,
     unfreeze_top,
 )
-from imgclf.trainer.training import train_phases
+from imgclf.trainer.training import scratch_earliest_stop, train_phases
 
 
 def _tensors(n: int = 16, size: int = 32, seed: int = 0) -> tf.data.Dataset:
@@ -82,6 +82,17 @@ def test_recipe_fields_name_field_value_and_range(field, value, allowed):
         parse_config({field: value})
     message = str(info.value)
     assert f"'{field}'" in message and repr(value) in message and allowed in message
+
+
+@pytest.mark.parametrize(
+    ("epochs", "warmup", "earliest"), [((10, 10), 1, 11), ((12, 0), 1, 7), ((3, 0), 0, 2)]
+)
+def test_from_scratch_stops_early_no_sooner_than_mid_decay(epochs, warmup, earliest):
+    """At the peak learning rate validation loss swings; stopping waits for the decay."""
+    config = parse_config(
+        {"head_epochs": epochs[0], "fine_tune_epochs": epochs[1], "warmup_epochs": warmup}
+    )
+    assert scratch_earliest_stop(config) == earliest
 
 
 def test_estimated_statistics_are_the_data_statistics():
