@@ -43,11 +43,30 @@ def build(name: str, root: Path, per_class: int) -> Path:
 def train(data: Path, out: Path, size: int, overrides: dict) -> dict:
     from imgclf.config import parse_config
     from imgclf.trainer.run import train_and_export
+    from imgclf.trainer.training import Hooks
 
     config = parse_config({"weights": "none", "image_size": size, **overrides})
     started = time.perf_counter()
+
+    def epoch_line(event: dict) -> None:
+        """One line per finished epoch (the epoch-end event has no ETA), for long runs."""
+        if event.get("stage") != "train" or event.get("eta_seconds", 0) is not None:
+            return
+        m = event.get("metrics", {})
+        print(
+            f"  epoch {event['epoch']}/{event['epochs']}: accuracy {m.get('accuracy', 0):.3f}, "
+            f"val_accuracy {m.get('val_accuracy', 0):.3f}, val_loss {m.get('val_loss', 0):.3f}, "
+            f"{time.perf_counter() - started:.0f} s, load {common.load_average()}",
+            flush=True,
+        )
+
     result = train_and_export(
-        config, data=data, name="quality", model_dir=out / "models", run_dir=out / "run"
+        config,
+        data=data,
+        name="quality",
+        model_dir=out / "models",
+        run_dir=out / "run",
+        hooks=Hooks(on_progress=epoch_line),
     )
     return {
         "test_accuracy": round(result.metrics["accuracy"], 4),
