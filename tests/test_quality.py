@@ -31,7 +31,7 @@ pytestmark = pytest.mark.slow
 # set -> (builder arguments, test accuracy it must reach). Old recipe: 0.66 / 0.62.
 CASES = {
     "digits": ({"per_class": 30}, 0.75),
-    "textures": ({"per_class": 30, "held_out": 40}, 0.70),
+    "textures": ({"per_class": 30, "held_out": 40}, 0.65),
 }
 EPOCHS = 12
 
