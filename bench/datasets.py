@@ -57,21 +57,17 @@ def digits(root: Path, per_class: int | None = None, seed: int = 0) -> Path:
     return root
 
 
-def textures(
-    root: Path, size: int = 64, per_class: int = 60, seed: int = 0, held_out: int = 0
-) -> Path:
+def textures(root: Path, size: int = 64, per_class: int = 60, seed: int = 0) -> Path:
     """Crops of scikit-image's brick / grass / gravel photos, split by photo band.
 
     Rows 0-299 give training crops, 300-405 validation, 406-511 test (`per_class`
-    training crops; `held_out` crops per class for each held-out split, default a
-    third of `per_class` and at least 10).
+    training crops, a third as many for each held-out split).
     """
     from skimage import data as skdata
 
     rng = np.random.default_rng(seed)
     bands = {"train": (0, 300), "val": (300, 406), "test": (406, 512)}
-    held = held_out or max(10, per_class // 3)
-    counts = {"train": per_class, "val": held, "test": held}
+    counts = {"train": per_class, "val": max(10, per_class // 3), "test": max(10, per_class // 3)}
     for label in ("brick", "grass", "gravel"):
         photo = getattr(skdata, label)()
         for split, (top, bottom) in bands.items():

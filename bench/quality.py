@@ -3,9 +3,9 @@
 Trains imgclf with weights=none (the recipe `auto` picks: from_scratch) on small real
 sets built offline (bench/datasets.py: scikit-learn digits, scikit-image textures,
 generated colour patches) and prints each test accuracy beside a logistic regression on
-the same splits. Records the machine (lscpu's model and flags, load average). The
-training arithmetic (float32, XLA, mixed_bfloat16) is compared by
-`python -m bench.training --arithmetic`.
+the same splits. `--compare` trains the first set again under each training arithmetic
+this machine supports (float32, mixed_bfloat16, XLA) with the same seed, for speed and
+accuracy side by side. Records the machine (lscpu's model and flags, load average).
 
 Goals (issue #13): digits >= 0.90, textures >= 0.75, patches >= 0.95.
 """
@@ -31,6 +31,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sets", default="patches,textures,digits")
     parser.add_argument("--per-class", type=int, default=0, help="cap training images per class")
     parser.add_argument("--set", action="append", default=[], help="config override key=value")
+    parser.add_argument("--compare", action="store_true", help="float32 vs bf16 vs XLA")
     parser.add_argument("--out", type=Path, default=common.RESULTS_DIR)
     return parser.parse_args(argv)
 
@@ -43,30 +44,11 @@ def build(name: str, root: Path, per_class: int) -> Path:
 def train(data: Path, out: Path, size: int, overrides: dict) -> dict:
     from imgclf.config import parse_config
     from imgclf.trainer.run import train_and_export
-    from imgclf.trainer.training import Hooks
 
     config = parse_config({"weights": "none", "image_size": size, **overrides})
     started = time.perf_counter()
-
-    def epoch_line(event: dict) -> None:
-        """One line per finished epoch (the epoch-end event has no ETA), for long runs."""
-        if event.get("stage") != "train" or event.get("eta_seconds", 0) is not None:
-            return
-        m = event.get("metrics", {})
-        print(
-            f"  epoch {event['epoch']}/{event['epochs']}: accuracy {m.get('accuracy', 0):.3f}, "
-            f"val_accuracy {m.get('val_accuracy', 0):.3f}, val_loss {m.get('val_loss', 0):.3f}, "
-            f"{time.perf_counter() - started:.0f} s, load {common.load_average()}",
-            flush=True,
-        )
-
     result = train_and_export(
-        config,
-        data=data,
-        name="quality",
-        model_dir=out / "models",
-        run_dir=out / "run",
-        hooks=Hooks(on_progress=epoch_line),
+        config, data=data, name="quality", model_dir=out / "models", run_dir=out / "run"
     )
     return {
         "test_accuracy": round(result.metrics["accuracy"], 4),
@@ -86,6 +68,7 @@ def lscpu() -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     from imgclf.config import parse_overrides
+    from imgclf.cpu import cpu_has_bf16
 
     args = parse_args(argv)
     overrides = parse_overrides(args.set)
@@ -103,7 +86,22 @@ def main(argv: list[str] | None = None) -> dict:
             row["goal"] = GOALS[name]
             rows.append(row)
             print(json.dumps(row), flush=True)
+        compare = []
+        if args.compare:
+            name = names[0]
+            data = root / "data" / name
+            variants = [{"precision": "float32", "jit_compile": "off"}]
+            variants.append({"precision": "float32", "jit_compile": "on"})
+            if cpu_has_bf16() or machine["gpus"]:
+                variants.append({"precision": "mixed_bfloat16", "jit_compile": "off"})
+            for variant in variants:
+                row = {"set": name, **variant}
+                out = root / "runs" / f"{name}-{variant['precision']}-{variant['jit_compile']}"
+                row |= train(data, out, SIZES[name], {**overrides, **variant})
+                compare.append(row)
+                print(json.dumps(row), flush=True)
     payload = {"machine": machine, "lscpu": lscpu(), "overrides": overrides, "sets": rows}
+    payload["compare"] = compare
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"{NAME}.json"
     path.write_text(json.dumps(payload, indent=1), encoding="utf-8")

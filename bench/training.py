@@ -20,20 +20,11 @@ alternating rounds.
 
 Artifact size: the baseline saved as tutorials do (`model.save`, .keras) against
 imgclf's exported SavedModel, plus both heads' weight counts at 224 px.
-
-`--arithmetic` measures only the training arithmetic instead: the from_scratch recipe
-on the same real images (scikit-learn digits, bench/datasets.py) with the same seed
-under float32, float32 + XLA (`jit_compile`) and mixed_bfloat16, each trained for the
-same epochs with early stopping off: steady seconds per epoch and test accuracy side by
-side, with the CPU flags that decide `precision: auto` and `jit_compile: auto`
-(imgclf/trainer/hardware.py). mixed_bfloat16 runs even without bfloat16 units
-(AMX, AVX512-BF16), so the cost of emulating it is on record too.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import time
@@ -52,129 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=4, help="epochs per measured phase (>= 2)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--pipeline-rounds", type=int, default=3)
-    parser.add_argument(
-        "--arithmetic",
-        action="store_true",
-        help="only float32 vs XLA vs mixed_bfloat16 (from_scratch on digits; --per-class, "
-        "--epochs, --image-size 32 recommended)",
-    )
     return parser.parse_args(argv)
-
-
-ARITHMETIC = (
-    {"precision": "float32", "jit_compile": "off"},
-    {"precision": "float32", "jit_compile": "on"},
-    {"precision": "mixed_bfloat16", "jit_compile": "off"},
-)
-
-
-def arithmetic(data: Path, image_size: int, epochs: int, batch_size: int, out: Path) -> list[dict]:
-    """from_scratch under each ARITHMETIC variant on the same splits and seed.
-
-    `data` holds train/val/test folders. Early stopping is off so every variant trains
-    the same number of steps; `epoch_s` is the median of the epochs after the first
-    (the first one traces, and with XLA compiles), as the run's history times them.
-    """
-    from imgclf.config import parse_config
-    from imgclf.trainer import experiment, hardware
-    from imgclf.trainer.pipeline import load_for_config
-
-    rows = []
-    for variant in ARITHMETIC:
-        config = parse_config(
-            {
-                "weights": "none",
-                "image_size": image_size,
-                "batch_size": batch_size,
-                "head_epochs": epochs,
-                "fine_tune_epochs": 0,
-                "early_stopping_patience": 0,
-                **variant,
-            }
-        )
-        dataset, preprocess = load_for_config(config, data)
-        run_plan = hardware.plan(config)
-        started = time.perf_counter()
-        classifier, state = experiment.fit(
-            config,
-            classes=dataset.classes,
-            train=dataset.splits["train"],
-            val=dataset.splits["val"],
-            preprocess=preprocess,
-            checkpoint_dir=out / f"ckpt-{variant['precision']}-{variant['jit_compile']}",
-            run_plan=run_plan,
-        )
-        wall = time.perf_counter() - started
-        seconds = [h["seconds"] for h in state.history]
-        test = experiment.score(
-            classifier, dataset.splits["test"], dataset.classes, preprocess, config
-        )
-        row = {
-            "name": f"{run_plan.precision}{' + XLA' if run_plan.jit_compile else ''}",
-            **variant,
-            "epochs": len(seconds),
-            "first_epoch_s": round(seconds[0], 2),
-            "epoch_s": round(statistics.median(seconds[1:] or seconds), 2),
-            "wall_s": round(wall, 1),
-            "train_images": len(dataset.splits["train"]),
-            "val_accuracy_last": round(state.history[-1].get("val_accuracy", float("nan")), 4),
-            "test_accuracy": round(float(test["accuracy"]), 4),
-            "load_average": common.load_average(),
-        }
-        rows.append(row)
-        print(f"  {row}", flush=True)
-    base = rows[0]["epoch_s"]
-    for row in rows:
-        row["speed_vs_float32"] = common.ratio(base, row["epoch_s"])
-    return rows
-
-
-def main_arithmetic(args: argparse.Namespace, argv: list[str] | None) -> dict:
-    """`--arithmetic`: the table of docs/BENCHMARKS.md "Training arithmetic"."""
-    from bench import datasets
-    from imgclf.cpu import BF16_FLAGS, cpu_flags
-
-    started = time.perf_counter()
-    machine = common.machine()
-    flags = cpu_flags()
-    print(f"machine: {machine['cpu']}, {machine['cores']} cores, load {machine['load_average']}")
-    with tempfile.TemporaryDirectory() as scratch:
-        out = Path(scratch)
-        data = datasets.digits(out / "digits", per_class=args.per_class)
-        rows = arithmetic(data, args.image_size, args.epochs, args.batch_size, out)
-    print()
-    print(
-        common.format_table(
-            f"training arithmetic, from_scratch on digits at {args.image_size}px, "
-            f"{rows[0]['train_images']} training images, {args.epochs} epochs",
-            [
-                ("name", "arithmetic"),
-                ("first_epoch_s", "first epoch s"),
-                ("epoch_s", "epoch s"),
-                ("speed_vs_float32", "speed vs float32"),
-                ("test_accuracy", "test accuracy"),
-                ("load_average", "load"),
-            ],
-            rows,
-        )
-    )
-    payload = {
-        "benchmark": f"{NAME}-arithmetic",
-        "command": " ".join(["python -m bench.training", *(argv or [])]),
-        "machine": machine,
-        "cpu_flags": {
-            "avx2": "avx2" in flags,
-            "avx512f": "avx512f" in flags,
-            **{flag: flag in flags for flag in BF16_FLAGS},
-        },
-        "runs": rows,
-        "seconds": round(time.perf_counter() - started, 1),
-    }
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"{NAME}-arithmetic.json"
-    path.write_text(json.dumps(payload, indent=1), encoding="utf-8")
-    print(f"wrote {path} ({payload['seconds']:.0f}s)")
-    return payload
 
 
 class _EpochEnds:
@@ -378,8 +247,6 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     if args.epochs < 2:
         raise SystemExit("--epochs must be >= 2 (the first epoch is reported apart)")
-    if args.arithmetic:
-        return main_arithmetic(args, argv)
     import keras
 
     started = time.perf_counter()

@@ -45,8 +45,7 @@ class TrainConfig(BaseModel):
         "auto",
         description="'auto' = fine_tune with pretrained weights, from_scratch with weights=none. "
         "fine_tune: two phases, BatchNorm frozen. from_scratch: BatchNorm statistics estimated "
-        "from the data (residual blocks start as the identity), then the whole network trains "
-        "head_epochs + fine_tune_epochs epochs "
+        "from the data, then the whole network trains head_epochs + fine_tune_epochs epochs "
         "(BatchNorm in training mode, warmup + cosine from learning_rate), statistics estimated "
         "again at the end.",
     )
@@ -101,11 +100,7 @@ class TrainConfig(BaseModel):
         "and named in the model card); by default that is an error.",
     )
     early_stopping_patience: int = Field(
-        3,
-        ge=0,
-        le=1000,
-        description="Epochs without val-loss improvement; 0 disables. from_scratch stops no "
-        "earlier than the middle of its cosine decay.",
+        3, ge=0, le=1000, description="Epochs without val-loss improvement; 0 disables."
     )
     top_k: int = Field(5, ge=1, le=100, description="k of the top-k accuracy metric.")
     cache_features: bool = Field(

@@ -7,7 +7,7 @@ sometimes AMD with AVX2 only, sometimes with GPUs.
 - precision 'auto': mixed_float16 with a GPU; mixed_bfloat16 on a CPU whose
   /proc/cpuinfo flags hold amx_bf16 or avx512_bf16; float32 otherwise.
 - jit_compile 'auto': on with a GPU, off on CPUs (XLA costs a compile per phase; its
-  CPU gain is measured by `python -m bench.training --arithmetic`, docs/BENCHMARKS.md).
+  CPU gain is not yet measured: `python -m bench.quality --compare` measures it).
 - devices: one job trains on N GPUs with tf.distribute.MirroredStrategy; each step
   takes batch_size images per device, so the global batch and the learning rate are
   multiplied by N (the linear scaling rule).

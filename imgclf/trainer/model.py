@@ -41,10 +41,9 @@ FROM_SCRATCH = "from_scratch"
 RECIPES = {
     FINE_TUNE: "pretrained base: head first on a frozen base, then the top stages at a low "
     "learning rate; BatchNorm frozen in inference mode",
-    FROM_SCRATCH: "random initial weights: residual blocks start as the identity, BatchNorm "
-    "statistics estimated from the training images, the whole network trained with BatchNorm "
-    "in training mode (warmup + cosine, early stopping from the middle of the decay with "
-    "best-weight restore), statistics estimated again for the final weights",
+    FROM_SCRATCH: "random initial weights: BatchNorm statistics estimated from the training "
+    "images, the whole network trained with BatchNorm in training mode (warmup + cosine, early "
+    "stopping with best-weight restore), statistics estimated again for the final weights",
 }
 _DOWNLOAD_TIMEOUT_S = 20.0
 
@@ -149,8 +148,6 @@ def build_classifier(
             raise WeightsUnavailableError(
                 f"could not load ResNet-50 no-top weights from {weights_file}: {exc}"
             ) from None
-    elif recipe == FROM_SCRATCH:
-        zero_residual_branches(base)
     regularizer = keras.regularizers.L2(l2) if l2 > 0 else None
     head_layers: list[keras.layers.Layer] = [keras.Input((FEATURE_DIM,), name="features")]
     if hidden_units:
@@ -177,25 +174,6 @@ def build_classifier(
     model = keras.Model(images, head(pooled), name="imgclf_resnet50")
     features = keras.Model(images, pooled, name="resnet50_features")
     return Classifier(model=model, base=base, head=head, features=features, recipe=recipe)
-
-
-def zero_residual_branches(base: keras.Model) -> int:
-    """Start every residual block as the identity: the scale (gamma) of the BatchNorm that
-    ends each block's residual branch (`convN_blockM_3_bn`) is set to 0.
-
-    From random weights, 16 blocks of random residual branches add up to features that
-    are mostly noise and train slowly; with zeroed branches the network starts shallow
-    and each block grows in as its gamma learns (Goyal et al. 2017, "zero-gamma").
-    Returns the number of layers changed.
-    """
-    layers = [
-        layer
-        for layer in batchnorm_layers(base)
-        if layer.name.endswith("_3_bn") and "_block" in layer.name
-    ]
-    for layer in layers:
-        layer.gamma.assign(np.zeros(layer.gamma.shape, dtype=layer.gamma.dtype))
-    return len(layers)
 
 
 def batchnorm_layers(model: keras.Model) -> list[keras.layers.BatchNormalization]:

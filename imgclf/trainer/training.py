@@ -154,7 +154,6 @@ class _EpochCallback(keras.callbacks.Callback):
         patience: int,
         hooks: Hooks,
         phase_name: str = "",
-        earliest_stop: int = 0,
     ) -> None:
         super().__init__()
         # What the phase trains, for people watching progress (head, fine-tune, whole network).
@@ -169,7 +168,6 @@ class _EpochCallback(keras.callbacks.Callback):
         self.steps = steps
         self.later_steps = later_steps
         self.patience = patience
-        self.earliest_stop = earliest_stop  # early stopping may end the phase from this epoch
         self.hooks = hooks
         self._epoch_start = time.monotonic()
         self._last_report = 0.0
@@ -230,7 +228,7 @@ class _EpochCallback(keras.callbacks.Callback):
             self.state.wait += 1
         self.checkpoints.save_weights(self.saved, self.last)
         self.state.save(self.checkpoints.state_path)
-        if self.patience and self.state.wait >= self.patience and epoch + 1 >= self.earliest_stop:
+        if self.patience and self.state.wait >= self.patience:
             self.model.stop_training = True
         if self.hooks.on_progress:
             self.hooks.on_progress(
@@ -314,20 +312,6 @@ def scratch_schedule(
         warmup_target=learning_rate if warmup else None,
         warmup_steps=warmup,
     )
-
-
-def scratch_earliest_stop(config: TrainConfig) -> int:
-    """from_scratch: the first epoch early stopping may end the run at: the middle of the
-    cosine decay, where the learning rate has fallen to half its peak.
-
-    Before that, validation loss from random weights swings from epoch to epoch at the
-    peak learning rate (digits, 400 images: 2.16 -> 2.51 between epochs 2 and 3 while
-    accuracy held at 0.44), and a patience of 3 would end the run there and restore an
-    early epoch. The best epoch is still tracked and restored from the first epoch on.
-    """
-    epochs = config.head_epochs + config.fine_tune_epochs
-    warmup = min(config.warmup_epochs, epochs)
-    return warmup + (epochs - warmup + 1) // 2
 
 
 def _cached_features(classifier: Classifier, ds: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
@@ -522,7 +506,6 @@ def _train_from_scratch(
     model = classifier.model
     epochs = config.head_epochs + config.fine_tune_epochs
     patience = config.early_stopping_patience
-    earliest = scratch_earliest_stop(config)
     if state.phase == 1:
         started = time.monotonic()
         if state.history:
@@ -532,8 +515,7 @@ def _train_from_scratch(
             # even the first validation pass sees normalised activations.
             estimate_bn_statistics(classifier, eval_train_ds)
         unfreeze_all(classifier)
-        stopped = patience and state.wait >= patience and state.epoch >= earliest
-        if epochs > state.epoch and not stopped:
+        if epochs > state.epoch and not (patience and state.wait >= patience):
             optimizer = _optimizer(config, scratch_schedule(config, steps, learning_rate))
             _compile(model, config, optimizer, jit_compile)
             optimizer.iterations.assign(state.step)
@@ -553,7 +535,6 @@ def _train_from_scratch(
                     patience=patience,
                     hooks=hooks,
                     phase_name="whole network",
-                    earliest_stop=earliest,
                 ),
             ]
             if tensorboard_dir is not None:
