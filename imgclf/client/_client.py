@@ -20,6 +20,12 @@ ImageInput = bytes | str | Path | BinaryIO
 T = TypeVar("T")
 
 
+def _check_min_score(min_score: float | None) -> None:
+    """Refused before any request, for predict and explain alike."""
+    if min_score is not None and not 0.0 <= float(min_score) <= 1.0:
+        raise ValueError(f"min_score must lie in [0, 1], got {min_score!r}")
+
+
 def _read(image: ImageInput) -> bytes:
     if isinstance(image, bytes | bytearray):
         return bytes(image)
@@ -106,8 +112,7 @@ class Client:
 
         An image whose top score is below `min_score` (in [0, 1]; None = the model card's
         default) gets label "unknown"; its scores are still there."""
-        if min_score is not None and not 0.0 <= float(min_score) <= 1.0:
-            raise ValueError(f"min_score must lie in [0, 1], got {min_score!r}")
+        _check_min_score(min_score)
         data = [_read(image) for image in images]
         name = self._model(model)
         return self._retry(lambda: self._transport.predict(name, data, version, label, min_score))
@@ -139,6 +144,7 @@ class Client:
         """Per image the answer plus a Grad-CAM heatmap and an overlay (PNG bytes).
 
         A version exported before explanations existed raises Conflict: retrain it."""
+        _check_min_score(min_score)
         data = [_read(image) for image in images]
         name = self._model(model)
         return self._retry(

@@ -16,7 +16,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flask import Blueprint, jsonify, redirect, request, send_file, send_from_directory
+from flask import (
+    Blueprint,
+    Response,
+    jsonify,
+    redirect,
+    request,
+    send_file,
+    send_from_directory,
+)
 
 from imgclf.errors import InvalidInput
 from imgclf.server import versions
@@ -31,6 +39,13 @@ _UI_POLICY = (
 )
 # A report page is shown as an inert document: no scripts, its own opaque origin.
 _REPORT_POLICY = "sandbox; default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'"
+
+
+def _confined(response: Response, policy: str) -> Response:
+    """A served file under its Content-Security-Policy, never content-sniffed."""
+    response.headers["Content-Security-Policy"] = policy
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
 
 
 def _version(name: str, version: str) -> int:
@@ -59,10 +74,7 @@ def console_routes(model_dir: Path, auth: Auth) -> Blueprint:
     @bp.get("/ui/", defaults={"filename": "index.html"})
     @bp.get("/ui/<path:filename>")
     def ui_file(filename: str):
-        response = send_from_directory(UI_DIR, filename, max_age=0)
-        response.headers["Content-Security-Policy"] = _UI_POLICY
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        return response
+        return _confined(send_from_directory(UI_DIR, filename, max_age=0), _UI_POLICY)
 
     @bp.get("/v1/models/<segment:name>/cards")
     def cards(name: str):
@@ -74,10 +86,7 @@ def console_routes(model_dir: Path, auth: Auth) -> Blueprint:
     def report(name: str, version: str, path: str):
         reader()
         target = versions.report_file(model_dir, name, _version(name, version), path)
-        response = send_file(target, max_age=0)
-        response.headers["Content-Security-Policy"] = _REPORT_POLICY
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        return response
+        return _confined(send_file(target, max_age=0), _REPORT_POLICY)
 
     @bp.get("/v1/models/<segment:name>/compare")
     def compare(name: str):
