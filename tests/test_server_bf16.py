@@ -84,6 +84,8 @@ def test_bfloat16_server_runs_in_bf16_and_keeps_the_answers(trained, tmp_path):
 class _FakeVersion:
     """Replays stored outputs with a chosen change, to test the replay's rules alone."""
 
+    has_explain = False  # probabilities only: the heatmap replay has its own tests
+
     def __init__(self, path: Path, outputs: np.ndarray) -> None:
         self.path = path
         self.outputs = outputs
