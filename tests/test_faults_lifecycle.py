@@ -139,30 +139,41 @@ def test_rollback_to_an_unloaded_version_reloads_it(serve, caplog):
     assert traffic.failures == []
 
 
-@pytest.mark.parametrize(
-    "garbage",
-    ['{"labels": {"stable": "one"}}', "[]", "null", '{"labels": {"stable": 9}}', "{not json"],
-)
-def test_garbage_labels_json_keeps_the_last_good_mapping(serve, garbage):
+GARBAGE_LABELS = [
+    '{"labels": {"stable": "one"}}',
+    "[]",
+    "null",
+    '{"labels": {"stable": 9}}',
+    "{not json",
+]
+
+
+def test_garbage_labels_json_keeps_the_last_good_mapping(serve):
+    """Each kind of garbage in turn on one server, a good labels.json between them, so
+    every round starts from a clean state and the other model gets a new version each time."""
     served = serve(("shapes", "other"))
     model_dir, server, base = served.model_dir, served.server, served.base
-    with served.traffic("shapes/labels/stable") as traffic:
-        (model_dir / "shapes" / "labels.json").write_text(garbage)
-        wait_until(lambda: _problems(base, "shapes"), what="labels.json reported")
-        # The scan of the other model goes on: it gets its new version.
-        copy_version(served.source, model_dir, "other", 2)
-        wait_until(lambda: status(base, "other").get("2") == "AVAILABLE")
-        assert server.manager.labels("shapes") == {"stable": 1}
-        assert requests.get(f"{base}/v1/models/shapes", timeout=10).status_code == 200
-        assert requests.get(f"{base}/readyz", timeout=5).status_code == 200
-    assert traffic.failures == []
-    problem = " ".join(_problems(base, "shapes"))
-    if garbage == '{"labels": {"stable": 9}}':
-        assert "label 'stable' wants version 9, which does not exist" in problem
-        assert "version 1 still serves" in problem
-    else:
-        assert "labels.json" in problem and "keeping the last good labels" in problem
-    assert _problems(base, "other") == []
+    good = (model_dir / "shapes" / "labels.json").read_text()
+    for version, garbage in enumerate(GARBAGE_LABELS, start=2):
+        with served.traffic("shapes/labels/stable") as traffic:
+            (model_dir / "shapes" / "labels.json").write_text(garbage)
+            wait_until(lambda: _problems(base, "shapes"), what=f"labels.json {garbage} reported")
+            # The scan of the other model goes on: it gets its new version.
+            copy_version(served.source, model_dir, "other", version)
+            wait_until(lambda v=str(version): status(base, "other").get(v) == "AVAILABLE")
+            assert server.manager.labels("shapes") == {"stable": 1}, garbage
+            assert requests.get(f"{base}/v1/models/shapes", timeout=10).status_code == 200
+            assert requests.get(f"{base}/readyz", timeout=5).status_code == 200
+        assert traffic.failures == [], garbage
+        problem = " ".join(_problems(base, "shapes"))
+        if garbage == '{"labels": {"stable": 9}}':
+            assert "label 'stable' wants version 9, which does not exist" in problem
+            assert "version 1 still serves" in problem
+        else:
+            assert "labels.json" in problem and "keeping the last good labels" in problem, garbage
+        assert _problems(base, "other") == []
+        (model_dir / "shapes" / "labels.json").write_text(good)
+        wait_until(lambda: _problems(base, "shapes") == [], what="the good labels.json read again")
 
 
 def test_hand_edited_label_to_a_refused_version_keeps_serving(serve):

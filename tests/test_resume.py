@@ -61,10 +61,35 @@ def test_cancel_then_resume_from_the_last_epoch(tmp_path, shapes_dir):
 
 
 def test_changed_config_does_not_reuse_checkpoints(tmp_path, shapes_dir):
-    config = parse_config({**FAST, "head_epochs": 1, "fine_tune_epochs": 0, "augmentation": "none"})
+    config = parse_config({**FAST, "head_epochs": 3, "fine_tune_epochs": 0, "augmentation": "none"})
     models, run_dir = tmp_path / "models", tmp_path / "run"
-    train_and_export(config, data=shapes_dir, name="m", model_dir=models, run_dir=run_dir)
+    stop = {"now": False}
+
+    def on_progress(event):
+        if event["stage"] == "train" and event["epoch"] == 1 and event["batch"] == event["steps"]:
+            stop["now"] = True
+
+    with pytest.raises(Cancelled):  # leaves a checkpoint of epoch 1 under the first config
+        train_and_export(
+            config,
+            data=shapes_dir,
+            name="m",
+            model_dir=models,
+            run_dir=run_dir,
+            hooks=Hooks(on_progress=on_progress, should_stop=lambda: stop["now"]),
+        )
+    state = json.loads((run_dir / "checkpoints/state.json").read_text())
+    assert (state["phase"], state["epoch"]) == (1, 1)
     other = parse_config({**FAST, "head_epochs": 2, "fine_tune_epochs": 0, "augmentation": "none"})
-    result = train_and_export(other, data=shapes_dir, name="m", model_dir=models, run_dir=run_dir)
-    assert result.version == 2
+    epochs = []
+    result = train_and_export(
+        other,
+        data=shapes_dir,
+        name="m",
+        model_dir=models,
+        run_dir=run_dir,
+        hooks=Hooks(on_progress=lambda e: e["stage"] == "train" and epochs.append(e["epoch"])),
+    )
+    assert result.version == 1
+    assert min(epochs) == 1  # epoch 1 was trained again, not taken from the old checkpoint
     assert [(h["phase"], h["epoch"]) for h in result.card["history"]] == [(1, 1), (1, 2)]
