@@ -30,7 +30,7 @@ from imgclf.trainer.model import (
     unfreeze_all,
     unfreeze_top,
 )
-from imgclf.trainer.training import train_phases
+from imgclf.trainer.training import Hooks, train_phases
 
 
 def _tensors(n: int = 16, size: int = 32, seed: int = 0) -> tf.data.Dataset:
@@ -137,6 +137,7 @@ def test_from_scratch_trains_everything_and_ends_with_fresh_statistics(tmp_path)
     gamma = clf.base.get_layer("conv2_block1_1_bn").gamma
     conv1_before, gamma_before = conv1.numpy().copy(), gamma.numpy().copy()
     ds = _tensors()
+    events: list[dict] = []
     state = train_phases(
         clf,
         config,
@@ -146,8 +147,13 @@ def test_from_scratch_trains_everything_and_ends_with_fresh_statistics(tmp_path)
         steps=2,
         checkpoint_dir=tmp_path / "ckpt",
         class_weight=None,
+        hooks=Hooks(on_progress=events.append),
     )
     assert [h["phase"] for h in state.history] == [1, 1]
+    # every progress event, the epoch's last included, names what trains
+    ends = [e for e in events if e["stage"] == "train" and e["batch"] == e["steps"]]
+    assert len(ends) >= 2
+    assert {e.get("phase_name") for e in events if e["stage"] == "train"} == {"whole network"}
     assert all("val_accuracy" in h for h in state.history)
     assert state.phase == 3
     assert not np.array_equal(conv1.numpy(), conv1_before)  # the stem learns too

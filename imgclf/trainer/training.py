@@ -235,6 +235,7 @@ class _EpochCallback(keras.callbacks.Callback):
                 {
                     "stage": "train",
                     "phase": self.phase,
+                    "phase_name": self.phase_name,
                     "epoch": epoch + 1,
                     "epochs": self.epochs,
                     "batch": self.steps,
