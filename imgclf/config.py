@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from imgclf.errors import ConfigError
 
-AugmentationPreset = Literal["none", "light", "standard", "strong"]
+AugmentationPreset = Literal["auto", "none", "light", "standard", "strong"]
 ClassWeightMode = Literal["auto", "balanced", "none"]
 LeakageMode = Literal["warn", "drop"]
 OptimizerName = Literal["adam", "sgd"]
@@ -82,7 +82,10 @@ class TrainConfig(BaseModel):
         0.1, ge=0.0, le=0.5, description="Cross-entropy label smoothing."
     )
     augmentation: AugmentationPreset = Field(
-        "standard", description="Training-branch augmentation preset (flip, rotate, zoom, ...)."
+        "auto",
+        description="Training-branch augmentation preset (flip, rotate, zoom, ...). 'auto' = "
+        "standard for fine_tune, none for from_scratch (a network learning its features from "
+        "a few hundred images underfits an augmented task: docs/BENCHMARKS.md).",
     )
     class_weight: ClassWeightMode = Field(
         "auto", description=f"'auto' = balanced when largest/smallest class > {IMBALANCE_RATIO}."

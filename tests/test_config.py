@@ -17,7 +17,7 @@ def test_every_field_has_a_default():
     assert config.weights == "imagenet"
     assert config.fine_tune_from == "conv5"
     assert config.fine_tune_learning_rate == 1e-5
-    assert config.augmentation == "standard"
+    assert config.augmentation == "auto"
     assert config.class_weight == "auto"
 
 

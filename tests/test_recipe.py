@@ -22,6 +22,7 @@ from imgclf.trainer.experiment import mixed_order
 from imgclf.trainer.model import (
     FINE_TUNE,
     FROM_SCRATCH,
+    augmentation_for,
     batchnorm_layers,
     build_classifier,
     estimate_bn_statistics,
@@ -64,6 +65,21 @@ def test_statistics_batches_mix_the_classes_of_a_class_sorted_split():
 )
 def test_recipe_follows_the_starting_point(document, expected):
     assert recipe_for(parse_config(document)) == expected
+
+
+@pytest.mark.parametrize(
+    ("document", "expected"),
+    [
+        ({"weights": "none"}, "none"),
+        ({"weights": "imagenet"}, "standard"),
+        ({"weights": "none", "recipe": "fine_tune"}, "standard"),
+        ({"weights": "imagenet", "recipe": "from_scratch"}, "none"),
+        ({"weights": "none", "augmentation": "light"}, "light"),
+        ({"weights": "imagenet", "augmentation": "none"}, "none"),
+    ],
+)
+def test_augmentation_follows_the_recipe_unless_named(document, expected):
+    assert augmentation_for(parse_config(document)) == expected
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from imgclf.config import TrainConfig
 from imgclf.trainer.data import Dataset, Sample, load_dataset
+from imgclf.trainer.model import augmentation_for
 from imgclf.trainer.preprocessing import image_problem, make_augmenter, make_preprocess
 
 log = logging.getLogger(__name__)
@@ -109,7 +110,7 @@ def training_dataset(
         image_size=config.image_size,
         batch_size=config.batch_size,
         training=True,
-        augment=make_augmenter(config.augmentation, config.seed),
+        augment=make_augmenter(augmentation_for(config), config.seed),
         seed=config.seed,
         cache_mb=config.cache_images_mb,
     )

@@ -167,6 +167,7 @@ def _recipe(card: dict) -> str:
         return ""
     return (
         f"<p>Recipe <b>{html.escape(recipe['name'])}</b>: {html.escape(recipe['description'])}. "
+        f"Augmentation {html.escape(recipe.get('augmentation', 'standard'))}. "
         f"Precision {html.escape(recipe['precision'])}, XLA {'on' if recipe['jit_compile'] else 'off'}, "
         f"{recipe['replicas']} {html.escape(recipe['device'])} device(s).</p>"
     )

@@ -38,7 +38,7 @@ from imgclf.trainer.diagnosis import diagnose, explain_refusal
 from imgclf.trainer.gallery import MISTAKES_DIR, write_gallery
 from imgclf.trainer.gradcam import GradCam
 from imgclf.trainer.metrics import classification_metrics
-from imgclf.trainer.model import RECIPES, Classifier, recipe_for
+from imgclf.trainer.model import RECIPES, Classifier, augmentation_for, recipe_for
 from imgclf.trainer.pipeline import evaluation_dataset, label_indices, load_for_config
 from imgclf.trainer.preprocessing import PreprocessFn
 from imgclf.trainer.promotion import PromotionGate
@@ -369,7 +369,12 @@ def export_and_verify(
 def recipe_record(config: TrainConfig, fitted: Fitted) -> dict:
     """What the model card and the report say about how the model was trained."""
     name = recipe_for(config)
-    return {"name": name, "description": RECIPES[name], **fitted.plan.as_dict()}
+    return {
+        "name": name,
+        "description": RECIPES[name],
+        "augmentation": augmentation_for(config),
+        **fitted.plan.as_dict(),
+    }
 
 
 def model_card(

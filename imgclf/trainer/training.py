@@ -38,6 +38,7 @@ from imgclf.errors import Cancelled
 from imgclf.trainer.model import (
     FROM_SCRATCH,
     Classifier,
+    augmentation_for,
     estimate_bn_statistics,
     freeze_base,
     unfreeze_all,
@@ -428,7 +429,7 @@ def train_phases(
         if not checkpoints.base.is_file():
             checkpoints.save_weights(classifier.base, checkpoints.base)
         if config.head_epochs > state.epoch and not (patience and state.wait >= patience):
-            use_cache = config.cache_features and config.augmentation == "none"
+            use_cache = config.cache_features and augmentation_for(config) == "none"
             if use_cache:
                 x, y = _cached_features(classifier, eval_train_ds)
                 vx, vy = _cached_features(classifier, val_ds)
