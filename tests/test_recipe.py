@@ -114,6 +114,12 @@ def test_estimated_statistics_are_the_data_statistics():
     expected_var = np.mean([b.var(axis=(0, 1, 2)) for b in batches], axis=0)
     np.testing.assert_allclose(first.moving_mean.numpy(), expected_mean, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(first.moving_variance.numpy(), expected_var, rtol=1e-3, atol=1e-3)
+    # the deepest layer too: its inputs are what the layers below produce in training mode
+    last = clf.base.get_layer("conv5_block3_3_bn")
+    deep = keras.Model(clf.base.input, clf.base.get_layer("conv5_block3_3_conv").output)
+    batches = [deep(x, training=True).numpy() for x, _ in ds]
+    expected_mean = np.mean([b.mean(axis=(0, 1, 2)) for b in batches], axis=0)
+    np.testing.assert_allclose(last.moving_mean.numpy(), expected_mean, rtol=1e-3, atol=1e-4)
     assert all(layer.momentum == 0.99 for layer in batchnorm_layers(clf.base))
 
 
