@@ -58,6 +58,9 @@ def build_signatures(
     image_spec = tf.TensorSpec([image_size, image_size, 3], tf.float32)
     num_classes = len(classes)
 
+    # One traced function for the network, called by predict_images and serving_default
+    # (and, through serving_default, classify): the SavedModel holds its graph once.
+    @tf.function(input_signature=[tf.TensorSpec([None, image_size, image_size, 3], tf.float32)])
     def classify(images: tf.Tensor) -> tf.Tensor:
         # An empty batch is a valid request; the convolution kernels reject it, so skip them.
         return tf.cond(
@@ -148,12 +151,17 @@ def write_savedmodel(
 ) -> None:
     """A plain SavedModel (loadable by tf.saved_model.load and TF Serving) plus labels.txt;
     every signature serves probabilities calibrated by `temperature`."""
-    archive = keras.export.ExportArchive()
-    # No archive.track(model): the endpoints already capture every variable they use,
-    # and tracking the model as well stores each weight twice (twice the artifact size).
-    for name, fn in build_signatures(model, preprocess, classes, image_size, temperature).items():
-        archive.add_endpoint(name, fn)
-    archive.write_out(str(path), verbose=False)
+    # Plain tf.saved_model.save, each signature traced once, inside the save. Keras'
+    # ExportArchive traced every endpoint before the save and the save traced it again (a
+    # function's trace cache is keyed on being inside a save), so the export held every
+    # graph twice: twice the tracing at export and twice the graphs to read back on load.
+    # The root tracks each weight once: the tf.Variable behind each Keras variable, which is
+    # what the traced signatures capture (tracking the Keras wrappers instead costs a
+    # variable copy per weight at save time).
+    root = tf.Module()
+    root.weights = [weight.value for weight in model.weights]
+    signatures = build_signatures(model, preprocess, classes, image_size, temperature)
+    tf.saved_model.save(root, str(path), signatures=signatures)
     set_classify_method(path)
     labels_file = path / contract.LABELS_FILE
     labels_file.parent.mkdir(parents=True, exist_ok=True)
