@@ -1,6 +1,6 @@
 """Export to a TensorFlow-Serving-layout SavedModel, with the parity check that guards it.
 
-The SavedModel's three signatures wrap the trained Keras model and the very
+The SavedModel's five signatures wrap the trained Keras model and the very
 preprocessing function object the training pipeline used:
 
   serving_default(image_bytes: string [batch]) -> probabilities, classes, labels
@@ -10,6 +10,11 @@ preprocessing function object the training pipeline used:
                                                             scores float32 [batch, n]
   explain(image_bytes: string [batch])         -> heatmap float32 [batch, H, W] in [0, 1],
                                                   probabilities, classes, labels
+
+Every signature that runs the network calls one traced function, `network` (the model's
+probabilities and its last stage's activations, which `explain` turns into Grad-CAM), and
+each signature is traced once, inside tf.saved_model.save: saved_model.pb holds the
+network's graph once, which keeps both the export and every load of the version short.
 
 Every signature that returns probabilities builds them through one `outputs()` function,
 which applies the temperature fitted on the validation split (trainer/calibration.py):
@@ -57,17 +62,28 @@ def build_signatures(
 
     image_spec = tf.TensorSpec([image_size, image_size, 3], tf.float32)
     num_classes = len(classes)
+    gradcam = GradCam(model, image_size)
+    last_stage = [gradcam.grid, gradcam.grid, gradcam.channels]
 
-    # One traced function for the network, called by predict_images and serving_default
-    # (and, through serving_default, classify): the SavedModel holds its graph once.
+    # One traced function for the network, called by every signature that runs it
+    # (predict_images, serving_default, classify through serving_default, explain): the
+    # SavedModel holds its graph once. It returns the model's probabilities and the last
+    # stage's activations, which `explain` turns into Grad-CAM (gradcam.py).
     @tf.function(input_signature=[tf.TensorSpec([None, image_size, image_size, 3], tf.float32)])
-    def classify(images: tf.Tensor) -> tf.Tensor:
+    def network(images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        def run() -> tuple[tf.Tensor, tf.Tensor]:
+            activations, probabilities = gradcam.network(images, training=False)
+            return tf.cast(probabilities, tf.float32), tf.cast(activations, tf.float32)
+
         # An empty batch is a valid request; the convolution kernels reject it, so skip them.
         return tf.cond(
             tf.shape(images)[0] > 0,
-            lambda: tf.cast(model(images, training=False), tf.float32),
-            lambda: tf.zeros([0, num_classes], tf.float32),
+            run,
+            lambda: (tf.zeros([0, num_classes]), tf.zeros([0, *last_stage])),
         )
+
+    def classify(images: tf.Tensor) -> tf.Tensor:
+        return network(images)[0]
 
     @tf.function(
         input_signature=[
@@ -99,16 +115,15 @@ def build_signatures(
         scores, order = tf.math.top_k(served[contract.OUTPUT_PROBABILITIES], k=num_classes)
         return {contract.OUTPUT_CLASSES: tf.gather(labels, order), contract.OUTPUT_SCORES: scores}
 
-    gradcam = GradCam(model, image_size)
-
     @tf.function(
         input_signature=[tf.TensorSpec([None], tf.string, name=contract.INPUT_IMAGE_BYTES)]
     )
     def explain(image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
-        # Grad-CAM (gradcam.py) on the same preprocessing; its probabilities go through the
-        # same `outputs` as every other signature, so they equal serving_default's.
+        # Grad-CAM (gradcam.py) on the same preprocessing and the same network; its
+        # probabilities go through the same `outputs` as every other signature, so they
+        # equal serving_default's.
         images = tf.map_fn(preprocess, image_bytes, fn_output_signature=image_spec)
-        heatmap, probabilities = gradcam(images)
+        heatmap, probabilities = gradcam.from_activations(network(images)[1])
         return {**outputs(probabilities), contract.OUTPUT_HEATMAP: heatmap}
 
     return {
