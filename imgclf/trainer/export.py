@@ -1,6 +1,6 @@
 """Export to a TensorFlow-Serving-layout SavedModel, with the parity check that guards it.
 
-The SavedModel's three signatures wrap the trained Keras model and the very
+The SavedModel's five signatures wrap the trained Keras model and the very
 preprocessing function object the training pipeline used:
 
   serving_default(image_bytes: string [batch]) -> probabilities, classes, labels
@@ -10,6 +10,11 @@ preprocessing function object the training pipeline used:
                                                             scores float32 [batch, n]
   explain(image_bytes: string [batch])         -> heatmap float32 [batch, H, W] in [0, 1],
                                                   probabilities, classes, labels
+
+Every signature that runs the network calls one traced function, `network` (the model's
+probabilities and its last stage's activations, which `explain` turns into Grad-CAM), and
+each signature is traced once, inside tf.saved_model.save: saved_model.pb holds the
+network's graph once, which keeps both the export and every load of the version short.
 
 Every signature that returns probabilities builds them through one `outputs()` function,
 which applies the temperature fitted on the validation split (trainer/calibration.py):
@@ -57,14 +62,28 @@ def build_signatures(
 
     image_spec = tf.TensorSpec([image_size, image_size, 3], tf.float32)
     num_classes = len(classes)
+    gradcam = GradCam(model, image_size)
+    last_stage = [gradcam.grid, gradcam.grid, gradcam.channels]
 
-    def classify(images: tf.Tensor) -> tf.Tensor:
+    # One traced function for the network, called by every signature that runs it
+    # (predict_images, serving_default, classify through serving_default, explain): the
+    # SavedModel holds its graph once. It returns the model's probabilities and the last
+    # stage's activations, which `explain` turns into Grad-CAM (gradcam.py).
+    @tf.function(input_signature=[tf.TensorSpec([None, image_size, image_size, 3], tf.float32)])
+    def network(images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        def run() -> tuple[tf.Tensor, tf.Tensor]:
+            activations, probabilities = gradcam.network(images, training=False)
+            return tf.cast(probabilities, tf.float32), tf.cast(activations, tf.float32)
+
         # An empty batch is a valid request; the convolution kernels reject it, so skip them.
         return tf.cond(
             tf.shape(images)[0] > 0,
-            lambda: tf.cast(model(images, training=False), tf.float32),
-            lambda: tf.zeros([0, num_classes], tf.float32),
+            run,
+            lambda: (tf.zeros([0, num_classes]), tf.zeros([0, *last_stage])),
         )
+
+    def classify(images: tf.Tensor) -> tf.Tensor:
+        return network(images)[0]
 
     @tf.function(
         input_signature=[
@@ -96,16 +115,15 @@ def build_signatures(
         scores, order = tf.math.top_k(served[contract.OUTPUT_PROBABILITIES], k=num_classes)
         return {contract.OUTPUT_CLASSES: tf.gather(labels, order), contract.OUTPUT_SCORES: scores}
 
-    gradcam = GradCam(model, image_size)
-
     @tf.function(
         input_signature=[tf.TensorSpec([None], tf.string, name=contract.INPUT_IMAGE_BYTES)]
     )
     def explain(image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
-        # Grad-CAM (gradcam.py) on the same preprocessing; its probabilities go through the
-        # same `outputs` as every other signature, so they equal serving_default's.
+        # Grad-CAM (gradcam.py) on the same preprocessing and the same network; its
+        # probabilities go through the same `outputs` as every other signature, so they
+        # equal serving_default's.
         images = tf.map_fn(preprocess, image_bytes, fn_output_signature=image_spec)
-        heatmap, probabilities = gradcam(images)
+        heatmap, probabilities = gradcam.from_activations(network(images)[1])
         return {**outputs(probabilities), contract.OUTPUT_HEATMAP: heatmap}
 
     return {
@@ -148,12 +166,17 @@ def write_savedmodel(
 ) -> None:
     """A plain SavedModel (loadable by tf.saved_model.load and TF Serving) plus labels.txt;
     every signature serves probabilities calibrated by `temperature`."""
-    archive = keras.export.ExportArchive()
-    # No archive.track(model): the endpoints already capture every variable they use,
-    # and tracking the model as well stores each weight twice (twice the artifact size).
-    for name, fn in build_signatures(model, preprocess, classes, image_size, temperature).items():
-        archive.add_endpoint(name, fn)
-    archive.write_out(str(path), verbose=False)
+    # Plain tf.saved_model.save, each signature traced once, inside the save. Keras'
+    # ExportArchive traced every endpoint before the save and the save traced it again (a
+    # function's trace cache is keyed on being inside a save), so the export held every
+    # graph twice: twice the tracing at export and twice the graphs to read back on load.
+    # The root tracks each weight once: the tf.Variable behind each Keras variable, which is
+    # what the traced signatures capture (tracking the Keras wrappers instead costs a
+    # variable copy per weight at save time).
+    root = tf.Module()
+    root.weights = [weight.value for weight in model.weights]
+    signatures = build_signatures(model, preprocess, classes, image_size, temperature)
+    tf.saved_model.save(root, str(path), signatures=signatures)
     set_classify_method(path)
     labels_file = path / contract.LABELS_FILE
     labels_file.parent.mkdir(parents=True, exist_ok=True)

@@ -53,6 +53,12 @@ class GradCam:
         self.head = model.get_layer(HEAD_LAYER)
         self.head_model = model
         self.image_size = image_size
+        # The whole model with the last stage's activations as a second output (the pooling
+        # layer's input is the base's output): the export traces the network once and
+        # serves both predictions and explanations from it.
+        self.network = keras.Model(
+            model.inputs, [self.pool.input, model.output], name="gradcam_network"
+        )
         self.grid = int(self.features.output.shape[1])
         self.channels = int(self.features.output.shape[-1])
 
@@ -80,6 +86,12 @@ class GradCam:
             lambda: tf.cast(self.features(images, training=False), tf.float32),
             lambda: tf.zeros([0, self.grid, self.grid, self.channels], tf.float32),
         )
+        return self.from_activations(activations)
+
+    def from_activations(self, activations: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Grad-CAM from the last stage's activations float32 [batch, g, g, k] (what
+        `features` gives): (heatmap [batch, S, S] in [0, 1], probabilities [batch, classes]).
+        The export passes the activations of its one traced network (`network`)."""
         with tf.GradientTape() as tape:
             tape.watch(activations)
             logits, probabilities = self.logits_and_probabilities(activations)

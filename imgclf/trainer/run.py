@@ -323,10 +323,10 @@ def export_and_verify(
     golden_bytes = [s.path.read_bytes() for s in golden]
     batches = evaluation_dataset(golden, dataset.classes, loaded.preprocess, config, len(golden))
     golden_images = np.concatenate([x.numpy() for x, _ in batches])
-    # The training path is what evaluation ran: Keras' compiled predict on pipeline images.
-    golden_probs = calibration.calibrate(
-        model.predict(golden_images, batch_size=len(golden), verbose=0), temperature
-    )
+    # The training path is what evaluation ran: Keras' compiled predict on the evaluation
+    # pipeline. Given the dataset (not the NumPy copy) it reuses the predict function that
+    # evaluation traced; a NumPy array would trace it again (seconds, same numbers).
+    golden_probs = calibration.calibrate(model.predict(batches, verbose=0), temperature)
     golden_heatmaps, _ = GradCam(model, config.image_size)(tf.constant(golden_images))
     golden_heatmaps = golden_heatmaps.numpy()
     export.write_golden(
