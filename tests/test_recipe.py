@@ -190,6 +190,22 @@ def test_from_scratch_trains_everything_and_ends_with_fresh_statistics(tmp_path)
         np.testing.assert_allclose(layer.moving_mean.numpy(), before, rtol=1e-4, atol=1e-5)
 
 
+def test_prediction_after_xla_training_runs_the_served_graph():
+    """A train step compiled with XLA must not leave evaluation and the parity check on
+    XLA's kernels: the export serves the plain graph (1.6e-5 apart, parity allows 1e-5)."""
+    from imgclf.trainer.experiment import infer_as_served
+
+    clf = build_classifier(2, image_size=32, weights="none", dropout=0.0, l2=0.0)
+    clf.model.compile(optimizer="adam", loss="categorical_crossentropy", jit_compile=True)
+    x = next(iter(_tensors()))[0]
+    clf.model.predict(x, verbose=0)
+    assert clf.model.jit_compile and clf.model.predict_function is not None
+    infer_as_served(clf)
+    assert not clf.model.jit_compile and clf.model.predict_function is None
+    clf.model.predict(x, verbose=0)
+    assert not clf.model.jit_compile  # predict rebuilt its function without XLA
+
+
 def test_hardware_plan_is_detected_not_assumed(tmp_path):
     config = parse_config({})
     amx = frozenset({"avx2", "amx_bf16", "amx_tile"})
