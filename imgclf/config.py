@@ -147,6 +147,14 @@ class TrainConfig(BaseModel):
         "0 = always answer; pick a value from the report's coverage vs accuracy table.",
     )
 
+    @field_validator("jit_compile", mode="before")
+    @classmethod
+    def _switch_from_yaml(cls, value: Any) -> Any:
+        """YAML reads `on` and `off` (a config file, `--set jit_compile=on`) as booleans."""
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        return value
+
     @field_validator("weights")
     @classmethod
     def _weights_form(cls, value: str) -> str:

@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import yaml
 
 from imgclf.config import (
     TrainConfig,
@@ -78,3 +79,10 @@ def test_config_is_immutable():
     config = TrainConfig()
     with pytest.raises(ValueError):
         config.batch_size = 3
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("on", "on"), ("off", "off"), ("true", "on")])
+def test_switches_read_as_yaml_booleans_keep_their_meaning(raw, expected):
+    """YAML 1.1 reads on/off as booleans; `--set jit_compile=on` must still mean 'on'."""
+    assert parse_config(parse_overrides([f"jit_compile={raw}"])).jit_compile == expected
+    assert parse_config(yaml.safe_load(f"jit_compile: {raw}")).jit_compile == expected
