@@ -13,9 +13,8 @@ import pytest
 
 from bench import datasets
 from imgclf.config import parse_config
-from imgclf.trainer import experiment
+from imgclf.trainer import experiment, run
 from imgclf.trainer.model import FROM_SCRATCH, augmentation_for, recipe_for
-from imgclf.trainer.pipeline import load_for_config
 
 pytestmark = pytest.mark.slow
 
@@ -36,20 +35,15 @@ def test_from_scratch_learns_handwritten_digits(tmp_path):
         }
     )
     assert recipe_for(config) == FROM_SCRATCH and augmentation_for(config) == "none"
-    dataset, preprocess = load_for_config(config, data)
+    # The run's own load and fit stages (what `imgclf train` runs before export).
+    loaded = run.load(config, data, tmp_path / "run")
+    dataset, preprocess = loaded.dataset, loaded.preprocess
     assert len(dataset.classes) == 10 and len(dataset.splits["train"]) == 400
-    classifier, state = experiment.fit(
-        config,
-        classes=dataset.classes,
-        train=dataset.splits["train"],
-        val=dataset.splits["val"],
-        preprocess=preprocess,
-        checkpoint_dir=tmp_path / "checkpoints",
-    )
+    fitted = run.fit(config, loaded, tmp_path / "run")
     metrics = experiment.score(
-        classifier, dataset.splits["test"], dataset.classes, preprocess, config
+        fitted.classifier, dataset.splits["test"], dataset.classes, preprocess, config
     )
-    curve = [round(h["val_accuracy"], 2) for h in state.history]
+    curve = [round(h["val_accuracy"], 2) for h in fitted.state.history]
     baseline = datasets.logistic_baseline(data)
     assert metrics["accuracy"] >= DIGITS_FLOOR, (metrics["accuracy"], curve, baseline)
     # it learns every digit, not a few of them
