@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from imgclf.errors import ConfigError
 
-AugmentationPreset = Literal["auto", "none", "light", "standard", "strong"]
+AugmentationPreset = Literal["auto", "none", "shift", "light", "standard", "strong"]
 ClassWeightMode = Literal["auto", "balanced", "none"]
 LeakageMode = Literal["warn", "drop"]
 OptimizerName = Literal["adam", "sgd"]
@@ -83,7 +83,8 @@ class TrainConfig(BaseModel):
     )
     augmentation: AugmentationPreset = Field(
         "auto",
-        description="Training-branch augmentation preset (flip, rotate, zoom, ...). 'auto' = "
+        description="Training-branch augmentation preset (flip, rotate, zoom, ...; 'shift' "
+        "only moves and scales, for classes that flipping would change). 'auto' = "
         "standard for fine_tune, none for from_scratch (a network learning its features from "
         "a few hundred images underfits an augmented task: docs/BENCHMARKS.md).",
     )

@@ -6,7 +6,7 @@ import tensorflow as tf
 from PIL import Image
 
 from imgclf import contract
-from imgclf.trainer.preprocessing import image_problem, make_preprocess
+from imgclf.trainer.preprocessing import image_problem, make_augmenter, make_preprocess
 from tests.images import animated_gif, encode, jpeg, png, rgb_array
 
 MEANS = np.array(contract.IMAGENET_BGR_MEANS, dtype=np.float32)
@@ -98,3 +98,16 @@ def test_bad_bytes_are_refused(preprocess, tmp_path):
 def test_size_is_checked():
     with pytest.raises(ValueError, match="image_size"):
         make_preprocess(8)
+
+
+@pytest.mark.parametrize(("preset", "ever_mirrored"), [("shift", False), ("light", True)])
+def test_only_the_shift_preset_keeps_left_and_right(preset, ever_mirrored):
+    """A bar on the left stays on the left under `shift`; the flipping presets move it."""
+    images = np.zeros((64, 32, 32, 3), np.float32)
+    images[:, 4:28, 3:8, :] = 100.0  # a vertical bar, columns 3-7
+    augmented = make_augmenter(preset, seed=0)(tf.constant(images)).numpy()
+    left = augmented[:, :, :16].sum(axis=(1, 2, 3))
+    right = augmented[:, :, 16:].sum(axis=(1, 2, 3))
+    assert bool((right > left).any()) is ever_mirrored
+    if not ever_mirrored:
+        assert not np.allclose(augmented, images)  # it did move the images

@@ -59,6 +59,16 @@ def image_problem(preprocess: PreprocessFn, path: Path) -> str | None:
 
 _PRESETS: dict[str, dict[str, float]] = {
     "none": {},
+    # No flip and no rotation: for images whose orientation carries the class (digits,
+    # letters, arrows, documents). Small shifts and scale changes only.
+    "shift": {
+        "flip": 0.0,
+        "rotation": 0.0,
+        "zoom": 0.05,
+        "translation": 0.0625,
+        "contrast": 0.0,
+        "brightness": 0.0,
+    },
     "light": {
         "rotation": 0.03,
         "zoom": 0.05,
@@ -95,7 +105,9 @@ def make_augmenter(preset: str, seed: int) -> Callable[[tf.Tensor], tf.Tensor] |
     params = _PRESETS[preset]
     if not params:
         return None
-    layers: list[keras.layers.Layer] = [keras.layers.RandomFlip("horizontal", seed=seed)]
+    layers: list[keras.layers.Layer] = []
+    if params.get("flip", 1.0):
+        layers.append(keras.layers.RandomFlip("horizontal", seed=seed))
     if params["rotation"]:
         layers.append(keras.layers.RandomRotation(params["rotation"], seed=seed + 1))
     if params["zoom"]:
