@@ -90,8 +90,9 @@ class Settings(BaseSettings):
     batch_timeout_ms: float = Field(
         10.0,
         ge=0,
-        description="Longest a batch waits for requests still decoding (it closes at once "
-        "when none are).",
+        description="Longest a batch waits for requests still decoding, or for the clients "
+        "of the last batch to come back (it closes at once when neither is expected: a lone "
+        "client waits for nothing).",
     )
     max_queue: int = Field(
         0,

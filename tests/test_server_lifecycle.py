@@ -182,6 +182,45 @@ def test_batcher_batches_and_refuses_when_full():
     batcher.close()
 
 
+def test_batch_waits_for_the_clients_the_last_batch_answered_then_forgets_them():
+    """Steady clients come back a moment after their answers: the batch waits for them.
+
+    Four requests were outstanding while the first batch ran; the next batch holds the
+    three that queued, waits for the fourth (the answered client's next request) and
+    runs all four in one call. Once load drops, a lone request runs without a window.
+    """
+    entered, gate = threading.Event(), threading.Event()
+    calls = []
+
+    def predict(images: np.ndarray) -> tuple[np.ndarray, dict]:
+        calls.append(len(images))
+        entered.set()
+        gate.wait(10)
+        return np.zeros((len(images), 2), np.float32), {}
+
+    batcher = Batcher("m", max_batch_size=8, batch_timeout_s=2.0, max_queue=8)
+    key, image = object(), np.zeros((1, 1, 1, 1), np.float32)
+    first = batcher.submit(image, key, predict)
+    entered.wait(5)  # the first batch runs alone and holds the model
+    queued = [batcher.submit(image, key, predict) for _ in range(3)]  # 4 outstanding
+    gate.set()
+    first.result(5)
+    deadline = time.monotonic() + 5
+    while batcher.depth() and time.monotonic() < deadline:  # the next batch has opened
+        time.sleep(0.001)
+    assert batcher.depth() == 0
+    back = batcher.submit(image, key, predict)  # the first client's next request
+    for future in [*queued, back]:
+        future.result(5)
+    assert calls == [1, 4]
+    batcher.submit(image, key, predict).result(5)  # load fell: at most one timeout
+    started = time.monotonic()
+    batcher.submit(image, key, predict).result(5)
+    assert time.monotonic() - started < 1.0  # alone again: no 2 s window
+    assert calls == [1, 4, 1, 1]
+    batcher.close()
+
+
 def test_batch_closes_at_once_alone_and_waits_for_requests_still_decoding():
     calls = []
 
