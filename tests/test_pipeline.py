@@ -85,3 +85,16 @@ def test_augmenter_presets():
     images = tf.zeros([2, 32, 32, 3])
     out = make_augmenter("standard", seed=0)(images)
     assert out.shape == images.shape
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_pipelines_run_without_the_autotuner(samples, training):
+    """The autotuner's thread made every epoch's iterator teardown wait for its sleep
+    (seconds per epoch: bench/teardown.py); both branches run with fixed parallelism."""
+    ds = make_dataset(
+        samples, ["a", "b"], make_preprocess(32), image_size=32, batch_size=2, training=training
+    )
+    assert ds.options().autotune.enabled is False
+    assert ds.take(1).options().autotune.enabled is False  # what the statistics pass takes
+    images, labels = collect(ds)
+    assert images.shape == (6, 32, 32, 3) and labels.shape == (6, 2)

@@ -8,6 +8,7 @@ Evaluation branch: read -> preprocess -> [cache] -> batch -> prefetch
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -21,6 +22,21 @@ from imgclf.trainer.preprocessing import image_problem, make_augmenter, make_pre
 log = logging.getLogger(__name__)
 
 _FLOAT_BYTES = 4
+# Fixed parallelism instead of tf.data.AUTOTUNE: with autotuning on, tearing an iterator
+# down (Keras makes a new one every epoch, every evaluate and predict) waited for the
+# autotuner's thread to finish its sleep, which grows with the iterator's age (up to 60 s):
+# 2 of 5 epochs of 7 s then waited 3.0 and 1.6 s, none without it, at the same epoch time
+# (python -m bench.teardown; bench/results/perf/tfdata-teardown.json).
+_PARALLEL_CALLS = (
+    len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+)
+_PREFETCH_BATCHES = 2
+
+
+def _fixed_parallelism(ds: tf.data.Dataset) -> tf.data.Dataset:
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return ds.with_options(options)
 
 
 def _fits_cache(count: int, image_size: int, budget_mb: int) -> bool:
@@ -61,15 +77,15 @@ def make_dataset(
     def load(path: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         return preprocess(tf.io.read_file(path)), tf.one_hot(label, depth, dtype=tf.float32)
 
-    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.map(load, num_parallel_calls=_PARALLEL_CALLS, deterministic=True)
     if cache:
         ds = ds.cache()
         if training:
             ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
     if augment is not None:
-        ds = ds.map(lambda x, y: (augment(x), y), num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+        ds = ds.map(lambda x, y: (augment(x), y), num_parallel_calls=_PARALLEL_CALLS)
+    return _fixed_parallelism(ds.prefetch(_PREFETCH_BATCHES))
 
 
 def load_for_config(
