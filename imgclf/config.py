@@ -85,8 +85,8 @@ class TrainConfig(BaseModel):
         "auto",
         description="Training-branch augmentation preset (flip, rotate, zoom, ...; 'shift' "
         "only moves and scales, for classes that flipping would change). 'auto' = "
-        "standard for fine_tune, none for from_scratch (a network learning its features from "
-        "a few hundred images underfits an augmented task: docs/BENCHMARKS.md).",
+        "standard for fine_tune, shift for from_scratch (a network learning its features from "
+        "a few hundred images underfits a strongly augmented task: docs/BENCHMARKS.md).",
     )
     class_weight: ClassWeightMode = Field(
         "auto", description=f"'auto' = balanced when largest/smallest class > {IMBALANCE_RATIO}."

@@ -70,10 +70,10 @@ def test_recipe_follows_the_starting_point(document, expected):
 @pytest.mark.parametrize(
     ("document", "expected"),
     [
-        ({"weights": "none"}, "none"),
+        ({"weights": "none"}, "shift"),
         ({"weights": "imagenet"}, "standard"),
         ({"weights": "none", "recipe": "fine_tune"}, "standard"),
-        ({"weights": "imagenet", "recipe": "from_scratch"}, "none"),
+        ({"weights": "imagenet", "recipe": "from_scratch"}, "shift"),
         ({"weights": "none", "augmentation": "light"}, "light"),
         ({"weights": "imagenet", "augmentation": "none"}, "none"),
     ],
