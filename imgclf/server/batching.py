@@ -135,10 +135,13 @@ class Batcher:
             self._changed.notify()
         return item.future
 
+    def _outstanding(self) -> int:
+        """Requests admitted and not yet answered (called holding the lock)."""
+        return self._preparing + len(self._items) + self._running
+
     def _note_outstanding(self) -> None:
         """Track the most requests outstanding at once (called holding the lock)."""
-        outstanding = self._preparing + len(self._items) + self._running
-        self._peak = max(self._peak, outstanding)
+        self._peak = max(self._peak, self._outstanding())
 
     def _answered(self) -> None:
         """The running batch is done; called before its futures resolve, so a client
@@ -177,7 +180,7 @@ class Batcher:
         """
         expected = self._peak
         first = self._items.popleft()
-        self._peak = self._preparing + len(self._items) + 1
+        self._peak = self._outstanding() + 1  # + the batch's first request, taken out
         batch, count = [first], len(first.inputs)
         deadline = time.monotonic() + self.batch_timeout_s
         while count < self.max_batch_size:

@@ -70,6 +70,7 @@ _PRESETS: dict[str, dict[str, float]] = {
         "brightness": 0.0,
     },
     "light": {
+        "flip": 1.0,
         "rotation": 0.03,
         "zoom": 0.05,
         "translation": 0.0,
@@ -77,6 +78,7 @@ _PRESETS: dict[str, dict[str, float]] = {
         "brightness": 0.05,
     },
     "standard": {
+        "flip": 1.0,
         "rotation": 0.08,
         "zoom": 0.1,
         "translation": 0.1,
@@ -84,6 +86,7 @@ _PRESETS: dict[str, dict[str, float]] = {
         "brightness": 0.1,
     },
     "strong": {
+        "flip": 1.0,
         "rotation": 0.2,
         "zoom": 0.2,
         "translation": 0.15,
@@ -106,7 +109,7 @@ def make_augmenter(preset: str, seed: int) -> Callable[[tf.Tensor], tf.Tensor] |
     if not params:
         return None
     layers: list[keras.layers.Layer] = []
-    if params.get("flip", 1.0):
+    if params["flip"]:
         layers.append(keras.layers.RandomFlip("horizontal", seed=seed))
     if params["rotation"]:
         layers.append(keras.layers.RandomRotation(params["rotation"], seed=seed + 1))
