@@ -58,6 +58,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--no-peer", action="store_true", help="skip the LitServe peer")
     parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="IMGCLF_X=VALUE",
+        help="also serve a second imgclf with this setting (repeatable: all go to it) and "
+        "measure it over REST as 'variant', alternating with the others: an A/B in one run",
+    )
+    parser.add_argument(
         "--env",
         action="append",
         default=[],
@@ -260,11 +268,13 @@ def evaluate_targets(in_process: list[dict], rows: list[dict], image_size: int) 
 
 def plot(in_process: list[dict], rows: list[dict]):
     figure, (tput, p99) = common.new_figure(2)
-    for protocol, style in (("rest", "o-"), ("grpc", "s-"), ("peer", "^--")):
+    for protocol, style in (("rest", "o-"), ("grpc", "s-"), ("variant", "d-."), ("peer", "^--")):
         mine = sorted((r for r in rows if r["protocol"] == protocol), key=lambda r: r["clients"])
         if not mine:
             continue
-        label = {"peer": "LitServe (peer)"}.get(protocol, f"imgclf {protocol.upper()}")
+        label = {"peer": "LitServe (peer)", "variant": "imgclf REST, variant"}.get(
+            protocol, f"imgclf {protocol.upper()}"
+        )
         clients = [r["clients"] for r in mine]
         tput.plot(clients, [r["images_per_s"] for r in mine], style, label=label)
         p99.plot(clients, [r["p99_ms"] for r in mine], style, label=label)
@@ -357,6 +367,24 @@ def measure_servers(args: argparse.Namespace, root, env: dict) -> dict:
             f"/v1/models/{common.MODEL_NAME}:predict",
             {"instances": [b64(images[0])]},
         )
+        variant = None
+        if args.variant:
+            variant_rest, variant_grpc = common.free_port(), common.free_port()
+            variant = start_imgclf(
+                model_dir,
+                variant_rest,
+                variant_grpc,
+                root / "logs" / "imgclf-variant.log",
+                {"IMGCLF_POLL_INTERVAL": "0.5", **env, **_env(args.variant)},
+            )
+            variant.name = "imgclf-variant"
+            servers.append(variant)
+            first_prediction(
+                variant,
+                variant_rest,
+                f"/v1/models/{common.MODEL_NAME}:predict",
+                {"instances": [b64(images[0])]},
+            )
         peer = None
         if not args.no_peer:
             peer = start_peer(version_dir, peer_port, root / "logs" / "peer.log")
@@ -369,6 +397,9 @@ def measure_servers(args: argparse.Namespace, root, env: dict) -> dict:
             "rest": (rest_client(rest_port, common.MODEL_NAME, images), imgclf),
             "grpc": (grpc_client(grpc_port, common.MODEL_NAME, images), imgclf),
         }
+        if variant is not None:
+            make = rest_client(variant.rest_port, common.MODEL_NAME, images)
+            targets_by_protocol["variant"] = (make, variant)
         if peer is not None:
             targets_by_protocol["peer"] = (peer_client(peer_port, images), peer)
         for round_ in range(args.rounds):
@@ -411,7 +442,8 @@ def report(args: argparse.Namespace, measured: dict) -> tuple[list, list, list]:
     """Medians over rounds, ratios and targets, printed; -> (in_process, rows, targets)."""
     in_process = _median_rows(measured["in_rounds"], ("batch",))
     rows = _median_rows(measured["level_rounds"], ("protocol", "clients"))
-    rows.sort(key=lambda r: (r["clients"], ["rest", "grpc", "peer"].index(r["protocol"])))
+    order = ["rest", "grpc", "variant", "peer"]
+    rows.sort(key=lambda r: (r["clients"], order.index(r["protocol"])))
     add_ratios(in_process, rows)
     targets = evaluate_targets(in_process, rows, args.image_size)
     print()
@@ -434,9 +466,13 @@ def report(args: argparse.Namespace, measured: dict) -> tuple[list, list, list]:
     return in_process, rows, targets
 
 
+def _env(items: list[str]) -> dict[str, str]:
+    return dict(item.split("=", 1) for item in items)
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    env = dict(item.split("=", 1) for item in args.env)
+    env = _env(args.env)
     started = time.perf_counter()
     machine = common.machine()
     print(f"machine: {machine['cpu']}, {machine['cores']} cores, load {machine['load_average']}")
@@ -452,6 +488,7 @@ def main(argv: list[str] | None = None) -> dict:
         "settings": {
             "imgclf": imgclf_settings({"IMGCLF_POLL_INTERVAL": "0.5", **env}),
             "imgclf_overrides": env,
+            "variant_overrides": _env(args.variant),
             "peer": "LitServe 0.2, 1 inference worker, 1 API server, max_batch_size 32, "
             "batch_timeout 2 ms",
             "seconds_per_level": args.seconds,

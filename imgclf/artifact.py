@@ -122,6 +122,16 @@ class LoadedVersion:
         return out[contract.OUTPUT_HEATMAP].numpy(), out[contract.OUTPUT_PROBABILITIES].numpy()
 
 
+def _golden_manifest(loaded: LoadedVersion) -> dict:
+    return json.loads((loaded.path / contract.GOLDEN_MANIFEST).read_text(encoding="utf-8"))
+
+
+def golden_images(loaded: LoadedVersion, manifest: dict | None = None) -> list[bytes]:
+    """The encoded golden inputs stored with the version (real images of its own kind)."""
+    manifest = manifest if manifest is not None else _golden_manifest(loaded)
+    return [(loaded.path / entry["file"]).read_bytes() for entry in manifest["inputs"]]
+
+
 def replay_golden(loaded: LoadedVersion, bfloat16: bool = False) -> float:
     """Max |difference| between stored golden outputs and this process's predict path.
 
@@ -129,9 +139,8 @@ def replay_golden(loaded: LoadedVersion, bfloat16: bool = False) -> float:
     bfloat16 it may reach BF16_TOLERANCE, and top-1 must not change where the stored
     answer was not a near tie (see BF16_MARGIN). Raises RuntimeError on a mismatch.
     """
-    manifest_path = loaded.path / contract.GOLDEN_MANIFEST
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    images = [(loaded.path / entry["file"]).read_bytes() for entry in manifest["inputs"]]
+    manifest = _golden_manifest(loaded)
+    images = golden_images(loaded, manifest)
     expected = np.array([entry["probabilities"] for entry in manifest["inputs"]], np.float32)
     batch = np.stack([loaded.preprocess(image) for image in images])
     got = loaded.predict_images(batch)

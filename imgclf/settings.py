@@ -86,7 +86,20 @@ class Settings(BaseSettings):
         default_factory=list, description="Versions served under version_policy=specific."
     )
     poll_interval: float = Field(2.0, gt=0, description="Seconds between model-repository scans.")
-    max_batch_size: int = Field(32, ge=1, le=1024, description="Images per model call.")
+    max_batch_size: int = Field(
+        32,
+        ge=1,
+        le=1024,
+        description="Most images per model call (a version may use fewer: IMGCLF_TUNE_BATCH_SIZE).",
+    )
+    tune_batch_size: bool = Field(
+        True,
+        description="Time each version at batch 1, 2, 4 ... max_batch_size when it loads and "
+        "where the largest size is clearly slower per image (under 0.9 of the best images/s), "
+        "cap its batches at the smallest size within 5% of the best (past a size that "
+        "depends on the CPU and the image size, bigger batches are slower per image). "
+        "Adds a few calls of each size to the warmup.",
+    )
     batch_timeout_ms: float = Field(
         10.0,
         ge=0,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -114,3 +115,36 @@ def test_queue_depth_reads_zero_when_idle_and_content_type_has_one_charset(serve
         answer = requests.post(f"{server.base}/v1/models/shapes:predict", json=body, timeout=30)
         assert answer.status_code == 200, answer.text
     assert queue_depth(server) == 0  # idle again
+
+
+def metric(server, name: str, labels: dict[str, str]) -> float:
+    response = requests.get(f"{server.base}/metrics", timeout=10)
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return sample.value
+    raise AssertionError(f"no {name}{labels}")
+
+
+def test_each_version_reports_the_batch_size_it_measured_and_batches_stay_within_it(server):
+    """The version was timed at batch 1, 2, 4 ... 32 when it loaded; its batches never
+    exceed the size it chose, however many requests wait."""
+    limit = metric(server, "imgclf_model_batch_limit", {"model": "shapes", "version": "1"})
+    assert limit in (1, 2, 4, 8, 16, 32)
+    body = {"instances": [{"b64": base64.b64encode(server.image).decode()}]}
+    url = f"{server.base}/v1/models/shapes:predict"
+    with ThreadPoolExecutor(40) as pool:
+        codes = list(
+            pool.map(lambda _: requests.post(url, json=body, timeout=60).status_code, range(120))
+        )
+    assert set(codes) <= {200, 503} and 200 in codes
+    # The smallest histogram bound that holds every batch: the largest batch is at most it.
+    response = requests.get(f"{server.base}/metrics", timeout=10)
+    buckets = {
+        float(sample.labels["le"]): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+        if sample.name == "imgclf_batch_size_bucket" and sample.labels["model"] == "shapes"
+    }
+    holds_all = min(bound for bound, count in buckets.items() if count == buckets[float("inf")])
+    assert holds_all <= limit

@@ -255,3 +255,28 @@ def test_batch_closes_at_once_alone_and_waits_for_requests_still_decoding():
     other.join()
     assert calls == [1, 2]
     batcher.close()
+
+
+def test_a_version_limit_caps_its_batches_below_max_batch_size():
+    entered, gate = threading.Event(), threading.Event()
+    calls = []
+
+    def predict(images: np.ndarray) -> tuple[np.ndarray, dict]:
+        calls.append(len(images))
+        entered.set()
+        gate.wait(10)
+        return np.zeros((len(images), 2), np.float32), {}
+
+    batcher = Batcher("m", max_batch_size=8, batch_timeout_s=0.05, max_queue=8)
+    key, image = object(), np.zeros((1, 1, 1, 1), np.float32)
+    first = batcher.submit(image, key, predict, limit=2)
+    entered.wait(5)  # the first batch holds the model while five more queue
+    queued = [batcher.submit(image, key, predict, limit=2) for _ in range(5)]
+    gate.set()
+    for future in [first, *queued]:
+        future.result(5)
+    assert calls == [1, 2, 2, 1]
+    big = batcher.submit(np.zeros((3, 1, 1, 1), np.float32), key, predict, limit=2)
+    assert big.result(5).shape == (3, 2)  # a request bigger than the limit runs alone
+    assert calls[-1] == 3
+    batcher.close()

@@ -13,7 +13,8 @@ nothing), or at the latest `batch_timeout` after its first input. The second con
 is for steady concurrent clients: when a batch answers, its clients send their next
 requests a few milliseconds later, and a batch that closed on what happened to be queued
 at that instant would run half full (16 of 32 clients at 32 clients) at a lower rate
-per image.
+per image. A version's batches may be capped below `max_batch_size` at its most
+efficient size, measured when it loads (batchsize.py).
 A full queue refuses at once (Overloaded -> 503 / RESOURCE_EXHAUSTED) rather than
 letting latency grow without bound.
 """
@@ -46,6 +47,7 @@ class _Item:
     inputs: Inputs  # the inputs of one request
     key: object  # batches never mix keys (the version object and the kind of input)
     run: BatchFn
+    limit: int  # the most inputs in a batch of this key
     future: Future = field(default_factory=Future)
 
 
@@ -117,9 +119,14 @@ class Batcher:
                     self._preparing -= 1
                     self._changed.notify()
 
-    def submit(self, inputs: Inputs, key: object, run: BatchFn) -> Future:
-        """Queue one request's inputs; the future resolves to its outputs [n, C]."""
-        item = _Item(inputs, key, run)
+    def submit(self, inputs: Inputs, key: object, run: BatchFn, limit: int | None = None) -> Future:
+        """Queue one request's inputs; the future resolves to its outputs [n, C].
+
+        `limit` caps the batches of this key below `max_batch_size` (a version's most
+        efficient batch size, see batchsize.py); a request bigger than a batch runs alone.
+        """
+        most = self.max_batch_size if limit is None else max(1, min(limit, self.max_batch_size))
+        item = _Item(inputs, key, run, most)
         with self._changed:
             if getattr(self._admitted, "open", False):
                 self._admitted.open = False
@@ -183,10 +190,10 @@ class Batcher:
         self._peak = self._outstanding() + 1  # + the batch's first request, taken out
         batch, count = [first], len(first.inputs)
         deadline = time.monotonic() + self.batch_timeout_s
-        while count < self.max_batch_size:
+        while count < first.limit:
             if self._items:
                 item = self._items[0]
-                if item.key != first.key or count + len(item.inputs) > self.max_batch_size:
+                if item.key != first.key or count + len(item.inputs) > first.limit:
                     break  # it starts the next batch
                 batch.append(self._items.popleft())
                 count += len(item.inputs)

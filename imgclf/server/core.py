@@ -327,7 +327,7 @@ class DataPlane:
             if not isinstance(inputs, np.ndarray):
                 self.check_images(inputs)
                 inputs = [bytes(image) for image in inputs]
-            future = batcher.submit(inputs, key, run)
+            future = batcher.submit(inputs, key, run, served.batch_limit or None)
         self.metrics.queue_depth.labels(served.name).set(batcher.depth())
         try:
             return future.result(timeout=_RESULT_TIMEOUT_S)

@@ -31,10 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from imgclf import contract, registry, repository
-from imgclf.artifact import BF16_TOLERANCE, LoadedVersion, replay_golden
+from imgclf.artifact import BF16_TOLERANCE, LoadedVersion, golden_images, replay_golden
 from imgclf.cpu import BF16_FLAGS as _BF16_CPU_FLAGS
 from imgclf.cpu import cpu_has_bf16
 from imgclf.errors import Conflict, NotFound, NotReady, RepositoryError
+from imgclf.server import batchsize
 from imgclf.server.batching import Batcher
 from imgclf.settings import Settings
 
@@ -63,6 +64,10 @@ class ServedVersion:
     loaded: LoadedVersion | None = field(default=None, repr=False)
     load_seconds: float = 0.0
     warmup_seconds: float = 0.0
+    # Its batches hold at most this many images (see batchsize.py), and the images/s
+    # measured at each batch size to choose it ({} when not measured).
+    batch_limit: int = 0
+    batch_rates: dict[int, float] = field(default_factory=dict, repr=False)
     # A refused version: the files' fingerprint when it was refused, how many
     # attempts failed, and the earliest time (monotonic) it may be tried again.
     fingerprint: tuple = field(default=(), repr=False)
@@ -355,6 +360,7 @@ class ModelManager:
             replay_golden(loaded, bfloat16=self.settings.bfloat16)
             started = time.monotonic()
             run_warmup(loaded)
+            self._limit_batches(served, loaded)
             served.warmup_seconds = time.monotonic() - started
         except Exception as exc:
             served.attempts = attempts + 1
@@ -384,6 +390,29 @@ class ModelManager:
         if self._on_load:
             self._on_load(served)
         return served
+
+    def _limit_batches(self, served: ServedVersion, loaded: LoadedVersion) -> None:
+        """Cap the version's batches at its most efficient size (IMGCLF_TUNE_BATCH_SIZE),
+        timed on its golden images through serving_default, as requests run."""
+        most = self.settings.max_batch_size
+        images = golden_images(loaded)
+        if not self.settings.tune_batch_size or most == 1 or not images:
+            served.batch_limit = most
+            return
+        started = time.monotonic()
+        served.batch_rates = batchsize.measure_rates(
+            lambda n: loaded.predict_bytes([images[i % len(images)] for i in range(n)]), most
+        )
+        served.batch_limit = batchsize.choose_limit(served.batch_rates)
+        log.info(
+            "model %s version %s: batches of at most %d (images/s by batch size: %s; "
+            "measured in %.1fs)",
+            served.name,
+            served.version,
+            served.batch_limit,
+            batchsize.describe(served.batch_rates),
+            time.monotonic() - started,
+        )
 
     def _problem(self, name: str, model: ModelState, topic: str, message: str) -> None:
         if model.problems.get(topic) != message:

@@ -63,6 +63,13 @@ class Metrics:
             ["model", "version"],
             registry=r,
         )
+        self.batch_limit = Gauge(
+            "imgclf_model_batch_limit",
+            "Most images in one model call for a version (its most efficient batch size, "
+            "measured at load, or max_batch_size)",
+            ["model", "version"],
+            registry=r,
+        )
         self.predictions = Counter(
             "imgclf_predictions_total",
             "Predicted class counts",
@@ -104,3 +111,4 @@ class Metrics:
         self.queue_depth.labels(served.name).inc(0)
         self.load_seconds.labels(served.name, str(served.version)).set(served.load_seconds)
         self.warmup_seconds.labels(served.name, str(served.version)).set(served.warmup_seconds)
+        self.batch_limit.labels(served.name, str(served.version)).set(served.batch_limit)
