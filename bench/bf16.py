@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"\nbf16 {'QUALIFIES' if qualifies else 'does not qualify'} ({summary['rule']})")
     payload = {
         "benchmark": NAME,
-        "command": " ".join(["python -m bench.bf16", *(argv or [])]),
+        "command": common.command_line("bench.bf16", argv),
         "machine": machine,
         "load_average_end": common.load_average(),
         "image_size": args.image_size,

@@ -13,8 +13,10 @@ import contextlib
 import json
 import os
 import platform
+import shlex
 import shutil
 import socket
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -173,6 +175,11 @@ def new_figure(columns: int, width: float = 5.0, height: float = 4.0):
 
     figure, axes = plt.subplots(1, columns, figsize=(width * columns, height), squeeze=False)
     return figure, list(axes[0])
+
+
+def command_line(module: str, argv: list[str] | None) -> str:
+    """The command as run (argv, or the process's own arguments when main() got none)."""
+    return shlex.join(["python", "-m", module, *(sys.argv[1:] if argv is None else argv)])
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:

@@ -481,7 +481,7 @@ def main(argv: list[str] | None = None) -> dict:
     in_process, rows, targets = report(args, measured)
     payload = {
         "benchmark": NAME,
-        "command": " ".join(["python -m bench.serving", *(argv or [])]),
+        "command": common.command_line("bench.serving", argv),
         "machine": machine,
         "load_average_end": common.load_average(),
         "image_size": args.image_size,

@@ -382,7 +382,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"  [{'met' if t['met'] else 'NOT met'}] {t['target']}: {t['value']}")
     payload = {
         "benchmark": NAME,
-        "command": " ".join(["python -m bench.training", *(argv or [])]),
+        "command": common.command_line("bench.training", argv),
         "machine": machine,
         "load_average_end": common.load_average(),
         "image_size": args.image_size,
