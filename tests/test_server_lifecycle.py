@@ -182,15 +182,11 @@ def test_batcher_batches_and_refuses_when_full():
     batcher.close()
 
 
-def test_batch_waits_for_the_clients_the_last_batch_answered_then_forgets_them():
-    """Steady clients come back a moment after their answers: the batch waits for them.
-
-    Four requests were outstanding while the first batch ran; the next batch holds the
-    three that queued, waits for the fourth (the answered client's next request) and
-    runs all four in one call. Once load drops, a lone request runs without a window.
-    """
+def gated_model():
+    """A batch function that records each batch's size and holds the model (after
+    setting `entered`) until `gate` is set: -> (predict, calls, entered, gate)."""
     entered, gate = threading.Event(), threading.Event()
-    calls = []
+    calls: list[int] = []
 
     def predict(images: np.ndarray) -> tuple[np.ndarray, dict]:
         calls.append(len(images))
@@ -198,6 +194,17 @@ def test_batch_waits_for_the_clients_the_last_batch_answered_then_forgets_them()
         gate.wait(10)
         return np.zeros((len(images), 2), np.float32), {}
 
+    return predict, calls, entered, gate
+
+
+def test_batch_waits_for_the_clients_the_last_batch_answered_then_forgets_them():
+    """Steady clients come back a moment after their answers: the batch waits for them.
+
+    Four requests were outstanding while the first batch ran; the next batch holds the
+    three that queued, waits for the fourth (the answered client's next request) and
+    runs all four in one call. Once load drops, a lone request runs without a window.
+    """
+    predict, calls, entered, gate = gated_model()
     batcher = Batcher("m", max_batch_size=8, batch_timeout_s=2.0, max_queue=8)
     key, image = object(), np.zeros((1, 1, 1, 1), np.float32)
     first = batcher.submit(image, key, predict)
@@ -258,15 +265,7 @@ def test_batch_closes_at_once_alone_and_waits_for_requests_still_decoding():
 
 
 def test_a_version_limit_caps_its_batches_below_max_batch_size():
-    entered, gate = threading.Event(), threading.Event()
-    calls = []
-
-    def predict(images: np.ndarray) -> tuple[np.ndarray, dict]:
-        calls.append(len(images))
-        entered.set()
-        gate.wait(10)
-        return np.zeros((len(images), 2), np.float32), {}
-
+    predict, calls, entered, gate = gated_model()
     batcher = Batcher("m", max_batch_size=8, batch_timeout_s=0.05, max_queue=8)
     key, image = object(), np.zeros((1, 1, 1, 1), np.float32)
     first = batcher.submit(image, key, predict, limit=2)
