@@ -64,10 +64,7 @@ class ServedVersion:
     loaded: LoadedVersion | None = field(default=None, repr=False)
     load_seconds: float = 0.0
     warmup_seconds: float = 0.0
-    # Its batches hold at most this many images (see batchsize.py), and the images/s
-    # measured at each batch size to choose it ({} when not measured).
-    batch_limit: int = 0
-    batch_rates: dict[int, float] = field(default_factory=dict, repr=False)
+    batch_limit: int = 0  # its batches hold at most this many images (batchsize.py)
     # A refused version: the files' fingerprint when it was refused, how many
     # attempts failed, and the earliest time (monotonic) it may be tried again.
     fingerprint: tuple = field(default=(), repr=False)
@@ -394,23 +391,22 @@ class ModelManager:
     def _limit_batches(self, served: ServedVersion, loaded: LoadedVersion) -> None:
         """Cap the version's batches at its most efficient size (IMGCLF_TUNE_BATCH_SIZE),
         timed on its golden images through serving_default, as requests run."""
-        most = self.settings.max_batch_size
-        images = golden_images(loaded)
-        if not self.settings.tune_batch_size or most == 1 or not images:
-            served.batch_limit = most
+        most = served.batch_limit = self.settings.max_batch_size
+        images = golden_images(loaded) if self.settings.tune_batch_size and most > 1 else []
+        if not images:
             return
         started = time.monotonic()
-        served.batch_rates = batchsize.measure_rates(
+        rates = batchsize.measure_rates(
             lambda n: loaded.predict_bytes([images[i % len(images)] for i in range(n)]), most
         )
-        served.batch_limit = batchsize.choose_limit(served.batch_rates)
+        served.batch_limit = batchsize.choose_limit(rates)
         log.info(
             "model %s version %s: batches of at most %d (images/s by batch size: %s; "
             "measured in %.1fs)",
             served.name,
             served.version,
             served.batch_limit,
-            batchsize.describe(served.batch_rates),
+            batchsize.describe(rates),
             time.monotonic() - started,
         )
 
