@@ -353,38 +353,31 @@ def measure_servers(args: argparse.Namespace, root, env: dict) -> dict:
     in_rounds: list[dict] = []
     level_rounds: list[dict] = []
     try:
-        imgclf = start_imgclf(
-            model_dir,
-            rest_port,
-            grpc_port,
-            root / "logs" / "imgclf.log",
-            {"IMGCLF_POLL_INTERVAL": "0.5", **env},
-        )
-        servers.append(imgclf)
-        first_prediction(
-            imgclf,
-            rest_port,
-            f"/v1/models/{common.MODEL_NAME}:predict",
-            {"instances": [b64(images[0])]},
-        )
-        variant = None
-        if args.variant:
-            variant_rest, variant_grpc = common.free_port(), common.free_port()
-            variant = start_imgclf(
+
+        def answering_imgclf(name: str, rest: int, grpc: int, overrides: dict) -> ServerProcess:
+            """`imgclf serve` on the model, up to its first prediction (cold start)."""
+            server = start_imgclf(
                 model_dir,
-                variant_rest,
-                variant_grpc,
-                root / "logs" / "imgclf-variant.log",
-                {"IMGCLF_POLL_INTERVAL": "0.5", **env, **_env(args.variant)},
+                rest,
+                grpc,
+                root / "logs" / f"{name}.log",
+                {"IMGCLF_POLL_INTERVAL": "0.5", **env, **overrides},
             )
-            variant.name = "imgclf-variant"
-            servers.append(variant)
+            server.name = name
+            servers.append(server)
             first_prediction(
-                variant,
-                variant_rest,
+                server,
+                rest,
                 f"/v1/models/{common.MODEL_NAME}:predict",
                 {"instances": [b64(images[0])]},
             )
+            return server
+
+        imgclf = answering_imgclf("imgclf", rest_port, grpc_port, {})
+        variant = None
+        if args.variant:
+            ports = common.free_port(), common.free_port()
+            variant = answering_imgclf("imgclf-variant", *ports, _env(args.variant))
         peer = None
         if not args.no_peer:
             peer = start_peer(version_dir, peer_port, root / "logs" / "peer.log")

@@ -95,13 +95,17 @@ def server(trained, tmp_path_factory):
     srv.stop()
 
 
-def queue_depth(server) -> float:
+def metric(server, name: str, labels: dict[str, str]) -> float:
     response = requests.get(f"{server.base}/metrics", timeout=10)
     for family in text_string_to_metric_families(response.text):
         for sample in family.samples:
-            if sample.name == "imgclf_queue_depth" and sample.labels == {"model": "shapes"}:
+            if sample.name == name and sample.labels == labels:
                 return sample.value
-    raise AssertionError("no imgclf_queue_depth{model='shapes'}")
+    raise AssertionError(f"no {name}{labels}")
+
+
+def queue_depth(server) -> float:
+    return metric(server, "imgclf_queue_depth", {"model": "shapes"})
 
 
 def test_queue_depth_reads_zero_when_idle_and_content_type_has_one_charset(server):
@@ -115,15 +119,6 @@ def test_queue_depth_reads_zero_when_idle_and_content_type_has_one_charset(serve
         answer = requests.post(f"{server.base}/v1/models/shapes:predict", json=body, timeout=30)
         assert answer.status_code == 200, answer.text
     assert queue_depth(server) == 0  # idle again
-
-
-def metric(server, name: str, labels: dict[str, str]) -> float:
-    response = requests.get(f"{server.base}/metrics", timeout=10)
-    for family in text_string_to_metric_families(response.text):
-        for sample in family.samples:
-            if sample.name == name and sample.labels == labels:
-                return sample.value
-    raise AssertionError(f"no {name}{labels}")
 
 
 def test_each_version_reports_the_batch_size_it_measured_and_batches_stay_within_it(server):
