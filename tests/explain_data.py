@@ -109,7 +109,7 @@ def export_untrained(version_dir: Path, *, size: int, images: list[bytes]) -> No
 
     from imgclf import contract
     from imgclf.trainer import export
-    from imgclf.trainer.gradcam import GradCam
+    from imgclf.trainer.gradcam import golden_heatmaps
     from imgclf.trainer.model import build_classifier
     from imgclf.trainer.preprocessing import make_preprocess
 
@@ -118,13 +118,13 @@ def export_untrained(version_dir: Path, *, size: int, images: list[bytes]) -> No
     preprocess = make_preprocess(size)
     export.write_savedmodel(version_dir, classifier.model, preprocess, classes, size)
     batch = tf.stack([preprocess(tf.constant(image)) for image in images])
-    heatmaps, probabilities = GradCam(classifier.model, size)(batch)
+    heatmaps, probabilities = golden_heatmaps(classifier.model, size, batch)
     export.write_golden(
         version_dir,
         images,
         [f"generated/{i}.png" for i in range(len(images))],
-        probabilities.numpy(),
-        heatmaps.numpy(),
+        probabilities,
+        heatmaps,
     )
     card = {"name": "random", "labels": classes, "image_size": size}
     (version_dir / contract.MODEL_CARD_FILE).write_text(json.dumps(card))
