@@ -114,27 +114,38 @@ def _own_cpu() -> float:
     return times.user + times.system
 
 
-def _batches(rest_port: int) -> tuple[float, float]:
-    """(images, model calls) so far, from imgclf's imgclf_batch_size histogram."""
+_BATCH_SERIES = {
+    "imgclf_batch_size_sum": "images",
+    "imgclf_batch_size_count": "batches",
+    "imgclf_batch_gather_seconds_sum": "open_s",
+    "imgclf_batch_run_seconds_sum": "model_s",
+}
+
+
+def _batch_totals(rest_port: int) -> dict[str, float]:
+    """imgclf's batch histograms so far (images, model calls, seconds batches stayed open,
+    seconds in the model), read from its /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
     conn = http.client.HTTPConnection(common.LOOPBACK, rest_port, timeout=10)
     try:
         conn.request("GET", "/metrics")
         text = conn.getresponse().read().decode()
     finally:
         conn.close()
-    total = count = 0.0
-    for line in text.splitlines():
-        if line.startswith("imgclf_batch_size_sum"):
-            total += float(line.split()[-1])
-        elif line.startswith("imgclf_batch_size_count"):
-            count += float(line.split()[-1])
-    return total, count
+    totals = dict.fromkeys(_BATCH_SERIES.values(), 0.0)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in _BATCH_SERIES:
+                totals[_BATCH_SERIES[sample.name]] += sample.value
+    return totals
 
 
 def measure_level(
     protocol: str, make, clients: int, server: ServerProcess, args: argparse.Namespace
 ) -> dict:
-    """One load level; adds CPU per image (server and clients) and imgclf's mean batch."""
+    """One load level; adds CPU per image (server and clients), and from imgclf's metrics
+    its mean batch, the share of time its model ran and how long its batches stayed open."""
     marks: dict[str, float | tuple] = {}
     rest_port = server.rest_port
 
@@ -142,7 +153,7 @@ def measure_level(
         marks["server"] = server.cpu_seconds()
         marks["client"] = _own_cpu()
         if rest_port is not None:
-            marks["batches"] = _batches(rest_port)
+            marks["batches"] = _batch_totals(rest_port)
 
     result = run_load(
         make, clients, max_requests=args.requests, max_seconds=args.seconds, on_start=on_start
@@ -156,8 +167,13 @@ def measure_level(
         "load_average": common.load_average(),
     }
     if rest_port is not None:
-        (s0, c0), (s1, c1) = marks["batches"], _batches(rest_port)
-        row["mean_batch"] = (s1 - s0) / (c1 - c0) if c1 > c0 else None
+        before, after = marks["batches"], _batch_totals(rest_port)
+        grew = {key: after[key] - before[key] for key in after}
+        calls = grew["batches"]
+        row["mean_batch"] = grew["images"] / calls if calls else None
+        # The share of the level's time the model call ran, and how long batches stayed open.
+        row["model_busy"] = grew["model_s"] / result.seconds if result.seconds else None
+        row["batch_open_ms"] = 1000 * grew["open_s"] / calls if calls else None
     return row
 
 
@@ -310,6 +326,8 @@ SERVER_COLUMNS = [
     ("p99_ms", "p99 ms"),
     ("errors", "err"),
     ("mean_batch", "batch"),
+    ("model_busy", "busy"),
+    ("batch_open_ms", "open ms"),
     ("server_cpu_ms_per_image", "srv CPU ms/img"),
     ("throughput_vs_matching", "tput/inproc[N]"),
     ("throughput_vs_best", "tput/inproc best"),

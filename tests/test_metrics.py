@@ -54,6 +54,7 @@ def test_every_dashboard_query_names_exported_metrics():
         "imgclf_requests_total",
         "imgclf_request_seconds_bucket",
         "imgclf_batch_size_bucket",
+        "imgclf_batch_run_seconds_sum",
         "imgclf_queue_depth",
         "imgclf_prediction_confidence_bucket",
         "imgclf_jobs_total",
@@ -143,3 +144,9 @@ def test_each_version_reports_the_batch_size_it_measured_and_batches_stay_within
     }
     holds_all = min(bound for bound, count in buckets.items() if count == buckets[float("inf")])
     assert holds_all <= limit
+    # Every batch also reports how long it stayed open and how long the model call took.
+    model = {"model": "shapes"}
+    batches = metric(server, "imgclf_batch_size_count", model)
+    assert metric(server, "imgclf_batch_run_seconds_count", model) == batches
+    assert metric(server, "imgclf_batch_gather_seconds_count", model) == batches
+    assert metric(server, "imgclf_batch_run_seconds_sum", model) > 0

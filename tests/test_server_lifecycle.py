@@ -229,13 +229,21 @@ def test_batch_waits_for_the_clients_the_last_batch_answered_then_forgets_them()
 
 
 def test_batch_closes_at_once_alone_and_waits_for_requests_still_decoding():
-    calls = []
+    """Also what `on_batch` reports per batch: (size, time open, time in the model)."""
+    calls, timings = [], []
 
     def predict(images: np.ndarray) -> tuple[np.ndarray, dict]:
         calls.append(len(images))
+        time.sleep(0.05)  # the model's own work
         return np.zeros((len(images), 2), np.float32), {}
 
-    batcher = Batcher("m", max_batch_size=8, batch_timeout_s=2.0, max_queue=8)
+    batcher = Batcher(
+        "m",
+        max_batch_size=8,
+        batch_timeout_s=2.0,
+        max_queue=8,
+        on_batch=lambda *timing: timings.append(timing),
+    )
     key, image = object(), np.zeros((1, 1, 1, 1), np.float32)
     started = time.monotonic()
     with batcher.admission():
@@ -262,6 +270,10 @@ def test_batch_closes_at_once_alone_and_waits_for_requests_still_decoding():
     other.join()
     assert calls == [1, 2]
     batcher.close()
+    (alone, alone_open, alone_ran), (pair, pair_open, pair_ran) = timings
+    assert (alone, pair) == (1, 2)
+    assert alone_open < 0.25 <= pair_open < 2.0  # the pair waited for the decoding request
+    assert 0.05 <= alone_ran < 1.0 and 0.05 <= pair_ran < 1.0
 
 
 def test_a_version_limit_caps_its_batches_below_max_batch_size():

@@ -79,7 +79,7 @@ class Batcher:
         max_batch_size: int,
         batch_timeout_s: float,
         max_queue: int,
-        on_batch: Callable[[int], None] | None = None,
+        on_batch: Callable[[int, float, float], None] | None = None,
     ) -> None:
         self.name = name
         self.max_batch_size = max_batch_size
@@ -170,10 +170,11 @@ class Batcher:
                     self._changed.wait()
                 if not self._items:
                     return
+                opened = time.monotonic()
                 batch = self._collect()
                 self._running = len(batch)
                 self._note_outstanding()
-            self._run(batch)
+            self._run(batch, time.monotonic() - opened)
 
     def _collect(self) -> list[_Item]:
         """The first queued item and those that join its batch (called holding the lock).
@@ -206,7 +207,10 @@ class Batcher:
             self._changed.wait(remaining)
         return batch
 
-    def _run(self, batch: list[_Item]) -> None:
+    def _run(self, batch: list[_Item], gathered_s: float) -> None:
+        """Run one batch; `on_batch` learns its size, how long it stayed open for
+        requests to join and how long the model call took."""
+        started = time.monotonic()
         try:
             inputs = _concatenate(batch)
             outputs, errors = batch[0].run(inputs)
@@ -218,7 +222,7 @@ class Batcher:
             return
         self._answered()
         if self._on_batch is not None:
-            self._on_batch(len(inputs))
+            self._on_batch(len(inputs), gathered_s, time.monotonic() - started)
         start = 0
         for item in batch:
             n = len(item.inputs)

@@ -226,7 +226,11 @@ class ModelManager:
                     max_batch_size=self.settings.max_batch_size,
                     batch_timeout_s=self.settings.batch_timeout_ms / 1000.0,
                     max_queue=self.settings.queue_bound(),
-                    on_batch=(lambda n, m=name: self._on_batch(m, n)) if self._on_batch else None,
+                    on_batch=(
+                        (lambda *timing, m=name: self._on_batch(m, *timing))
+                        if self._on_batch
+                        else None
+                    ),
                 )
             return model
 

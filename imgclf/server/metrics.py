@@ -51,6 +51,24 @@ class Metrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128),
             registry=r,
         )
+        # Where a batch's time goes: gathering requests (the batch window) or the model call.
+        # rate(imgclf_batch_run_seconds_sum) is the share of time the model is busy: near 1
+        # the server is saturated; well below 1 under load, batches wait for requests.
+        self.batch_gather = Histogram(
+            "imgclf_batch_gather_seconds",
+            "Time a batch stayed open for requests to join, from its first request to the "
+            "model call",
+            ["model"],
+            buckets=(0.001, 0.0025, *_LATENCY_BUCKETS),
+            registry=r,
+        )
+        self.batch_run = Histogram(
+            "imgclf_batch_run_seconds",
+            "Time of one model call (a whole batch)",
+            ["model"],
+            buckets=(0.001, 0.0025, *_LATENCY_BUCKETS),
+            registry=r,
+        )
         self.queue_depth = Gauge(
             "imgclf_queue_depth", "Requests waiting for a batch", ["model"], registry=r
         )
@@ -103,8 +121,10 @@ class Metrics:
         self.requests.labels(name, self.version_label(model, version), protocol, str(code)).inc()
         self.latency.labels(name, protocol).observe(seconds)
 
-    def on_batch(self, model: str, size: int) -> None:
+    def on_batch(self, model: str, size: int, gathered_s: float, ran_s: float) -> None:
         self.batch_size.labels(model).observe(size)
+        self.batch_gather.labels(model).observe(gathered_s)
+        self.batch_run.labels(model).observe(ran_s)
 
     def on_load(self, served) -> None:
         # The series exists (at 0) from the first load, not only after a request.
