@@ -14,7 +14,6 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,6 +23,7 @@ import tensorflow as tf
 from imgclf import contract
 from imgclf.artifact import BF16_MARGIN, BF16_TOLERANCE, replay_golden
 from imgclf.cpu import cpu_has_bf16
+from tests.golden_fakes import FakeVersion, golden_folder
 from tests.servers import copy_version
 
 
@@ -81,53 +81,25 @@ def test_bfloat16_server_runs_in_bf16_and_keeps_the_answers(trained, tmp_path):
         server.wait(30)
 
 
-class _FakeVersion:
-    """Replays stored outputs with a chosen change, to test the replay's rules alone."""
-
-    has_explain = False  # probabilities only: the heatmap replay has its own tests
-
-    def __init__(self, path: Path, outputs: np.ndarray) -> None:
-        self.path = path
-        self.outputs = outputs
-
-    def preprocess(self, image: bytes) -> np.ndarray:
-        return np.zeros((2, 2, 3), np.float32)
-
-    def predict_images(self, images: np.ndarray) -> np.ndarray:
-        return self.outputs
-
-
-def _golden(tmp_path: Path, stored: list[list[float]]) -> Path:
-    folder = tmp_path / "v"
-    (folder / contract.GOLDEN_DIR).mkdir(parents=True)
-    entries = []
-    for i, probabilities in enumerate(stored):
-        (folder / contract.GOLDEN_DIR / f"{i}.img").write_bytes(b"x")
-        entries.append({"file": f"{contract.GOLDEN_DIR}/{i}.img", "probabilities": probabilities})
-    manifest = {"tolerance": contract.PARITY_TOLERANCE, "inputs": entries}
-    (folder / contract.GOLDEN_MANIFEST).write_text(json.dumps(manifest))
-    return folder
-
-
 def test_bf16_replay_allows_rounding_but_not_a_changed_answer(tmp_path):
     stored = [[0.9, 0.1], [0.2, 0.8], [0.5 + BF16_MARGIN / 4, 0.5 - BF16_MARGIN / 4]]
-    folder = _golden(tmp_path, stored)
+    folder = golden_folder(tmp_path / "v", stored)
     rounded = np.array(stored, np.float32) + np.array([-0.02, 0.02], np.float32)
     with pytest.raises(RuntimeError, match="tolerance"):
-        replay_golden(_FakeVersion(folder, rounded))  # fp32: 1e-5
-    assert replay_golden(_FakeVersion(folder, rounded), bfloat16=True) <= BF16_TOLERANCE
+        replay_golden(FakeVersion(folder, rounded))  # fp32: 1e-5
+    assert replay_golden(FakeVersion(folder, rounded), bfloat16=True) <= BF16_TOLERANCE
 
     tie_flipped = rounded.copy()
     tie_flipped[2] = [0.49, 0.51]  # a near tie may flip
-    replay_golden(_FakeVersion(folder, tie_flipped), bfloat16=True)
+    replay_golden(FakeVersion(folder, tie_flipped), bfloat16=True)
 
     flipped = np.array(stored, np.float32)
     flipped[0] = [0.45, 0.55]  # within no tolerance, but a clear answer changed
     with pytest.raises(RuntimeError, match="top-1"):
-        replay_golden(_FakeVersion(folder, flipped), bfloat16=True)
+        replay_golden(FakeVersion(folder, flipped), bfloat16=True)
     too_far = np.array(stored, np.float32) + np.array([-0.06, 0.06], np.float32)
     with pytest.raises(RuntimeError, match="tolerance"):
-        replay_golden(_FakeVersion(folder, too_far), bfloat16=True)
+        replay_golden(FakeVersion(folder, too_far), bfloat16=True)
 
 
 def test_bfloat16_is_off_by_default():

@@ -36,7 +36,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
 from imgclf import contract, repository
-from imgclf.artifact import HEATMAP_TOLERANCE, LoadedVersion
+from imgclf.artifact import HEATMAP_TOLERANCE, LoadedVersion, numeric_platform
 from imgclf.trainer.calibration import temperature_scale
 from imgclf.trainer.gradcam import GradCam
 
@@ -232,7 +232,12 @@ def write_golden(
             np.save(folder / heatmap, np.asarray(heatmaps[i], np.float32), allow_pickle=False)
             entry["heatmap"] = f"{contract.GOLDEN_DIR}/{heatmap}"
         entries.append(entry)
-    manifest: dict = {"tolerance": contract.PARITY_TOLERANCE, "inputs": entries}
+    # Where the outputs were computed: a server elsewhere replays with a looser rule.
+    manifest: dict = {
+        "tolerance": contract.PARITY_TOLERANCE,
+        "platform": numeric_platform(),
+        "inputs": entries,
+    }
     if heatmaps is not None:
         manifest["heatmap_tolerance"] = HEATMAP_TOLERANCE
     (path / contract.GOLDEN_MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
