@@ -109,7 +109,7 @@ def export_untrained(version_dir: Path, *, size: int, images: list[bytes]) -> No
 
     from imgclf import contract
     from imgclf.trainer import export
-    from imgclf.trainer.gradcam import golden_heatmaps
+    from imgclf.trainer.gradcam import compiled_gradcam
     from imgclf.trainer.model import build_classifier
     from imgclf.trainer.preprocessing import make_preprocess
 
@@ -118,7 +118,7 @@ def export_untrained(version_dir: Path, *, size: int, images: list[bytes]) -> No
     preprocess = make_preprocess(size)
     export.write_savedmodel(version_dir, classifier.model, preprocess, classes, size)
     batch = tf.stack([preprocess(tf.constant(image)) for image in images])
-    heatmaps, probabilities = golden_heatmaps(classifier.model, size, batch)
+    heatmaps, probabilities = compiled_gradcam(classifier.model, size, batch)
     export.write_golden(
         version_dir,
         images,

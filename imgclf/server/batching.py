@@ -207,22 +207,28 @@ class Batcher:
             self._changed.wait(remaining)
         return batch
 
+    def _report(self, size: int, gathered_s: float, started: float) -> None:
+        if self._on_batch is not None:
+            self._on_batch(size, gathered_s, time.monotonic() - started)
+
     def _run(self, batch: list[_Item], gathered_s: float) -> None:
         """Run one batch; `on_batch` learns its size, how long it stayed open for
-        requests to join and how long the model call took."""
+        requests to join and how long the model call took (failed calls too: they kept
+        the model busy)."""
         started = time.monotonic()
+        size = sum(len(item.inputs) for item in batch)
         try:
             inputs = _concatenate(batch)
             outputs, errors = batch[0].run(inputs)
         except Exception as exc:  # the model failed: every waiting request learns why
             log.exception("batch of %d failed on model %s", len(batch), self.name)
             self._answered()
+            self._report(size, gathered_s, started)
             for item in batch:
                 item.future.set_exception(exc)
             return
         self._answered()
-        if self._on_batch is not None:
-            self._on_batch(len(inputs), gathered_s, time.monotonic() - started)
+        self._report(size, gathered_s, started)
         start = 0
         for item in batch:
             n = len(item.inputs)

@@ -52,19 +52,20 @@ class Metrics:
             registry=r,
         )
         # Where a batch's time goes: gathering requests (the batch window) or the model call.
-        # rate(imgclf_batch_run_seconds_sum) is the share of time the model is busy: near 1
-        # the server is saturated; well below 1 under load, batches wait for requests.
+        # rate(imgclf_batch_run_seconds_sum) is the share of time a server's model is busy:
+        # near 1 it is saturated; well below 1 under load, batches wait for requests.
         self.batch_gather = Histogram(
             "imgclf_batch_gather_seconds",
-            "Time a batch stayed open for requests to join, from its first request to the "
-            "model call",
+            "Time a batch stayed open for requests to join, from when the batcher took its "
+            "first request off the queue to the model call",
             ["model"],
             buckets=(0.001, 0.0025, *_LATENCY_BUCKETS),
             registry=r,
         )
         self.batch_run = Histogram(
             "imgclf_batch_run_seconds",
-            "Time of one model call (a whole batch)",
+            "Time of one model call for a whole batch (joining its inputs included; failed "
+            "calls too)",
             ["model"],
             buckets=(0.001, 0.0025, *_LATENCY_BUCKETS),
             registry=r,

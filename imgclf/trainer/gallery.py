@@ -3,7 +3,8 @@
 A person deciding whether to trust a model learns more from its worst confident
 errors than from an accuracy figure: each entry shows the image with the Grad-CAM
 heatmap of the (wrong) predicted class over it, the true label and the two top labels.
-The heatmaps come from gradcam.GradCam, the code the `explain` signature runs.
+The heatmaps come from gradcam.compiled_gradcam: the code the `explain` signature runs,
+compiled as it runs.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from imgclf.explanation import model_view, overlay, png
-from imgclf.trainer.gradcam import GradCam
+from imgclf.trainer.gradcam import compiled_gradcam
 
 MISTAKES_DIR = "mistakes"
 GALLERY_SIZE = 12
@@ -59,11 +60,9 @@ def write_gallery(
     if not chosen:
         return []
     images = load_images(chosen)
-    heatmaps, _ = GradCam(model, image_size)(tf.constant(images))
+    heatmaps, _ = compiled_gradcam(model, image_size, tf.constant(images))
     entries = []
-    for rank, (index, image, heatmap) in enumerate(
-        zip(chosen, images, heatmaps.numpy(), strict=True)
-    ):
+    for rank, (index, image, heatmap) in enumerate(zip(chosen, images, heatmaps, strict=True)):
         name = f"{MISTAKES_DIR}/{rank:02d}.png"
         (folder / name).write_bytes(png(overlay(model_view(image), heatmap)))
         top = np.argsort(-probabilities[index], kind="stable")[:2]

@@ -125,10 +125,11 @@ class GradCam:
         return self.heatmap(activations, tf.cast(gradients, tf.float32)), probabilities
 
 
-def golden_heatmaps(model: keras.Model, image_size: int, images: tf.Tensor) -> tuple:
-    """(heatmaps, probabilities) as NumPy for the export's golden files, compiled as the
-    exported `explain` runs: eager mode fuses the convolutions differently, and on a
-    network trained from random weights the last stage's activations then differ by up
-    to 1% (64 px, measured), enough to move a map ten times the heatmap tolerance."""
+def compiled_gradcam(model: keras.Model, image_size: int, images: tf.Tensor) -> tuple:
+    """(heatmaps, probabilities) as NumPy, compiled as the exported `explain` runs: eager
+    mode fuses the convolutions differently, and on a network trained from random weights
+    the last stage's activations then differ by up to 1% (64 px, measured), enough to move
+    a map ten times the heatmap tolerance. The golden files and the report's gallery use
+    it, so both show the maps a server answers."""
     heatmaps, probabilities = tf.function(GradCam(model, image_size).__call__)(images)
     return heatmaps.numpy(), probabilities.numpy()

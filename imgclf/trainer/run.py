@@ -36,7 +36,7 @@ from imgclf.trainer import calibration, experiment, export, hardware
 from imgclf.trainer.data import Dataset, Sample, class_weights
 from imgclf.trainer.diagnosis import diagnose, explain_refusal
 from imgclf.trainer.gallery import MISTAKES_DIR, write_gallery
-from imgclf.trainer.gradcam import golden_heatmaps as compiled_heatmaps
+from imgclf.trainer.gradcam import compiled_gradcam
 from imgclf.trainer.metrics import classification_metrics
 from imgclf.trainer.model import RECIPES, Classifier, augmentation_for, recipe_for
 from imgclf.trainer.pipeline import evaluation_dataset, label_indices, load_for_config
@@ -327,7 +327,7 @@ def export_and_verify(
     # pipeline. Given the dataset (not the NumPy copy) it reuses the predict function that
     # evaluation traced; a NumPy array would trace it again (seconds, same numbers).
     golden_probs = calibration.calibrate(model.predict(batches, verbose=0), temperature)
-    golden_heatmaps, _ = compiled_heatmaps(model, config.image_size, tf.constant(golden_images))
+    golden_heatmaps, _ = compiled_gradcam(model, config.image_size, tf.constant(golden_images))
     export.write_golden(
         staging,
         golden_bytes,
