@@ -13,6 +13,7 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+_BATCH_SECONDS_BUCKETS = (0.001, 0.0025, *_LATENCY_BUCKETS)  # a batch window is ms long
 
 
 UNKNOWN = "_unknown"
@@ -59,7 +60,7 @@ class Metrics:
             "Time a batch stayed open for requests to join, from when the batcher took its "
             "first request off the queue to the model call",
             ["model"],
-            buckets=(0.001, 0.0025, *_LATENCY_BUCKETS),
+            buckets=_BATCH_SECONDS_BUCKETS,
             registry=r,
         )
         self.batch_run = Histogram(
@@ -67,7 +68,7 @@ class Metrics:
             "Time of one model call for a whole batch (joining its inputs included; failed "
             "calls too)",
             ["model"],
-            buckets=(0.001, 0.0025, *_LATENCY_BUCKETS),
+            buckets=_BATCH_SECONDS_BUCKETS,
             registry=r,
         )
         self.queue_depth = Gauge(
