@@ -22,6 +22,7 @@ _NOISE = (
     "To enable the following instructions",
     "Unable to register cu",
     "computation placer already registered",
+    "oneDNN custom operations are on",  # on CPUs where TensorFlow turns oneDNN on by default
 )
 
 
@@ -43,6 +44,7 @@ def import_tensorflow_quietly() -> None:
             import tensorflow as tf
 
             tf.config.list_physical_devices("GPU")
+            tf.constant(0.0).numpy()  # the eager context: where a CUDA library calls cuInit
         finally:
             os.dup2(saved, 2)
             os.close(saved)
