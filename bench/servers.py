@@ -44,8 +44,19 @@ class ServerProcess:
             total += (int(fields[11]) + int(fields[12])) / tick
         return total
 
+    def pause(self) -> None:
+        """Freeze the whole group (SIGSTOP): an idle server's pollers stop taking CPU
+        from the one being measured."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGCONT)
+
     def stop(self) -> None:
         if self.process.poll() is None:
+            self.resume()  # a frozen process would not act on SIGTERM
             os.killpg(self.process.pid, signal.SIGTERM)
             try:
                 self.process.wait(20)

@@ -9,11 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
@@ -24,40 +19,15 @@ from imgclf import contract
 from imgclf.artifact import BF16_MARGIN, BF16_TOLERANCE, replay_golden
 from imgclf.cpu import cpu_has_bf16
 from tests.golden_fakes import FakeVersion, golden_folder
-from tests.servers import copy_version
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.servers import copy_version, serve_process
 
 
 @pytest.mark.skipif(not cpu_has_bf16(), reason="needs a CPU with AVX512-BF16 or AMX-BF16")
 def test_bfloat16_server_runs_in_bf16_and_keeps_the_answers(trained, tmp_path):
     model_dir = tmp_path / "models"
     copy_version(trained.version_dir, model_dir, "shapes", 1)
-    rest, grpc_port = _free_port(), _free_port()
-    env = {**os.environ, "IMGCLF_BFLOAT16": "true", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    argv = [sys.executable, "-m", "imgclf.cli", "serve", "--model-dir", str(model_dir)]
-    argv += ["--rest-port", str(rest), "--grpc-port", str(grpc_port)]
-    log = tmp_path / "serve.log"
-    with open(log, "wb") as handle:
-        server = subprocess.Popen(argv, env=env, stdout=handle, stderr=subprocess.STDOUT)
-    try:
-        base = f"http://127.0.0.1:{rest}"
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            assert server.poll() is None, log.read_text()
-            try:
-                if requests.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.2)
-        else:
-            pytest.fail(f"bf16 server not ready (golden replay refused?):\n{log.read_text()}")
-
+    env = {"IMGCLF_BFLOAT16": "true"}
+    with serve_process(model_dir, tmp_path / "serve.log", env) as base:
         images = sorted((trained.version_dir / contract.GOLDEN_DIR).glob("*.img"))
         images = [p.read_bytes() for p in images]
         body = {"instances": [{"b64": base64.b64encode(i).decode()} for i in images]}
@@ -76,9 +46,6 @@ def test_bfloat16_server_runs_in_bf16_and_keeps_the_answers(trained, tmp_path):
         )
         assert diff <= BF16_TOLERANCE
         assert (served.argmax(axis=1) == expected.argmax(axis=1)).all()
-    finally:
-        server.terminate()
-        server.wait(30)
 
 
 def test_bf16_replay_allows_rounding_but_not_a_changed_answer(tmp_path):

@@ -19,6 +19,7 @@ from imgclf.server.connections import build_rest_server, grpc_address
 from imgclf.server.control import ControlPlane
 from imgclf.server.core import DataPlane
 from imgclf.server.grpc_service import SERVICE_NAMES, build_grpc_server
+from imgclf.server.logqueue import queued_logging
 from imgclf.server.manager import ModelManager
 from imgclf.server.metrics import Metrics
 from imgclf.server.rest import create_app
@@ -108,6 +109,11 @@ class ImgclfServer:
 
 
 def serve(settings: Settings) -> None:
+    with queued_logging():  # access-log lines are written off the request threads
+        _serve_until_signal(settings)
+
+
+def _serve_until_signal(settings: Settings) -> None:
     server = ImgclfServer(settings).start()
     done = threading.Event()
 
