@@ -15,7 +15,9 @@ import pytest
 import requests
 
 from imgclf.client import Client, ServerUnavailable
+from imgclf.errors import Overloaded
 from imgclf.server.app import ImgclfServer
+from imgclf.server.batching import Batcher
 from imgclf.settings import Settings
 from tests.images import jpeg, png, rgb_array
 
@@ -52,12 +54,46 @@ def test_503_says_when_to_come_back_and_the_client_listens(not_ready):
         assert time.monotonic() - started >= 2.0  # two waits of 1 s, not 0.01 s + 0.02 s
 
 
-def test_default_queue_bound_is_below_the_thread_count():
+def test_default_queue_bound_holds_a_whole_batch_below_the_thread_count():
     settings = Settings()
-    assert settings.queue_bound() == settings.server_threads - settings.max_batch_size - 1
+    assert settings.queue_bound() == settings.max_batch_size
     assert settings.queue_bound() + settings.max_batch_size < settings.server_threads
+    assert Settings(server_threads=64).queue_bound() == 31  # what the threads allow
+    assert Settings(server_threads=200).queue_bound() == 32  # one batch behind the running one
     assert Settings(server_threads=8).queue_bound() == 8  # fewer threads than a batch
     assert Settings(max_queue=5).queue_bound() == 5
+
+
+def test_a_whole_batch_of_clients_can_queue_behind_a_running_batch_at_the_defaults():
+    """All max_batch_size clients may be queued at once: the answered ones come back
+    before the batching thread takes the others. None of them is refused; one more is."""
+    settings = Settings()
+    release = threading.Event()
+
+    def run(inputs):
+        release.wait(30)
+        return np.zeros((len(inputs), 2), np.float32), {}
+
+    batcher = Batcher(
+        "m",
+        max_batch_size=settings.max_batch_size,
+        batch_timeout_s=0.0,
+        max_queue=settings.queue_bound(),
+    )
+    try:
+        running = batcher.submit([b"a"], "key", run)
+        deadline = time.monotonic() + 10
+        while batcher.depth() and time.monotonic() < deadline:  # taken: its batch runs
+            time.sleep(0.01)
+        queued = [batcher.submit([b"q"], "key", run) for _ in range(settings.max_batch_size)]
+        with pytest.raises(Overloaded):
+            batcher.submit([b"one too many"], "key", run)
+        release.set()
+        for future in [running, *queued]:
+            assert future.result(30).shape == (1, 2)
+    finally:
+        release.set()
+        batcher.close()
 
 
 def test_overload_at_the_default_settings_refuses_with_retry_after(trained, tmp_path):
