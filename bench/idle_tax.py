@@ -1,11 +1,12 @@
 """What an idle server costs whatever runs beside it: `python -m bench.idle_tax`.
 
 The exported model's `serving_default` runs in this process at one batch size, in
-rounds of three: with an idle LitServe (the serving peer) beside it, with an idle
-`imgclf serve` beside it, and with both frozen (SIGSTOP). No server gets a request
-while it is measured against. `bench.serving` compares servers on one machine, so an
-idle one that takes CPU from the others bends that comparison; this measures by how
-much, and is why `bench.serving` freezes the servers it is not measuring.
+rounds of three (the order rotates each round): with an idle LitServe (the serving
+peer) beside it, with an idle `imgclf serve` beside it, and with both frozen
+(SIGSTOP). No server gets a request while it is measured against. `bench.serving`
+compares servers on one machine, so an idle one that takes CPU from the others bends
+that comparison; this measures by how much, and is why `bench.serving` freezes the
+servers it is not measuring.
 """
 
 from __future__ import annotations
@@ -69,17 +70,16 @@ def main(argv: list[str] | None = None) -> dict:
         try:
             first_prediction(peer, peer_port, "/predict", b64(images[0]))
             imgclf = start_imgclf(model_dir, rest_port, grpc_port, logs / "idle-tax.log", {})
+            awake = {"litserve_idle": [peer], "imgclf_idle": [imgclf], "both_frozen": []}
             rounds = []
             for round_ in range(args.rounds):
-                imgclf.pause()
-                peer.resume()
-                beside_peer = _rate(serve, batch, args.seconds)
-                peer.pause()
-                imgclf.resume()
-                beside_imgclf = _rate(serve, batch, args.seconds)
-                imgclf.pause()
-                frozen = _rate(serve, batch, args.seconds)
-                row = dict(zip(SETTINGS, (beside_peer, beside_imgclf, frozen), strict=True))
+                row = {}
+                # The order rotates each round, so drift in the machine hits all three.
+                for setting in SETTINGS[round_ % 3 :] + SETTINGS[: round_ % 3]:
+                    for server in (peer, imgclf):
+                        (server.resume if server in awake[setting] else server.pause)()
+                    row[setting] = _rate(serve, batch, args.seconds)
+                row = {k: row[k] for k in SETTINGS}
                 rounds.append(row)
                 print(
                     f"round {round_ + 1}: "
@@ -87,12 +87,16 @@ def main(argv: list[str] | None = None) -> dict:
                     flush=True,
                 )
         finally:
-            peer.stop()
-            if imgclf is not None:
-                imgclf.stop()
+            try:
+                peer.stop()
+            finally:
+                if imgclf is not None:
+                    imgclf.stop()
     median = {k: statistics.median(r[k] for r in rounds) for k in SETTINGS}
     ratios = {k: common.ratio(median[k], median["both_frozen"]) for k in SETTINGS[:2]}
-    print(f"median img/s {median}; against both frozen: {ratios}")
+    per_round = {k: [r[k] / r["both_frozen"] for r in rounds] for k in SETTINGS[:2]}
+    spread = {k: [min(v), max(v)] for k, v in per_round.items()}
+    print(f"median img/s {median}; against both frozen: {ratios}; per round: {spread}")
     payload = {
         "benchmark": NAME,
         "command": common.command_line("bench.idle_tax", argv),
@@ -102,6 +106,7 @@ def main(argv: list[str] | None = None) -> dict:
         "rounds": rounds,
         "median_images_per_s": median,
         "vs_both_frozen": ratios,
+        "vs_both_frozen_per_round_min_max": spread,
     }
     path = common.write_results(f"{NAME}-{args.image_size}px", payload, None, args.out)
     print(f"wrote {path}")

@@ -111,10 +111,9 @@ class Settings(BaseSettings):
         0,
         ge=0,
         description="Queued requests per model before 503 / RESOURCE_EXHAUSTED; 0 = "
-        "max_batch_size, or fewer when the threads cannot hold that many behind a running "
-        "batch (server_threads - max_batch_size - 1, or server_threads when that is under "
-        "1): a whole batch of clients can queue, and the queue fills before every thread is "
-        "taken, so overload answers 503 instead of waiting unseen in the listener.",
+        "server_threads - max_batch_size - 1 (server_threads when that is under 1): at the "
+        "defaults a whole batch of clients can queue, and the queue fills before every "
+        "thread is taken, so overload answers 503 instead of waiting unseen in the listener.",
     )
     max_request_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="Largest request body.")
     max_images_per_request: int = Field(64, ge=1, description="Images in one request.")
@@ -199,12 +198,7 @@ class Settings(BaseSettings):
             return self.max_queue
         spare = self.server_threads - self.max_batch_size - 1
         # With fewer threads than a batch and one, the threads themselves are the bound.
-        if spare < 1:
-            return self.server_threads
-        # Between two batches all of N = max_batch_size closed-loop clients can be queued
-        # at once (the answered ones come back before the batcher takes the others), so a
-        # bound of N - 1 refused one of them now and then (bench.serving, 32 clients).
-        return min(spare, self.max_batch_size)
+        return spare if spare >= 1 else self.server_threads
 
     def runs_dir(self) -> Path:
         return self.work_dir if self.work_dir is not None else self.model_dir / ".runs"

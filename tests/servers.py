@@ -74,4 +74,8 @@ def serve_process(model_dir: Path, log: Path, env: dict[str, str]) -> Iterator[s
         yield base
     finally:
         server.terminate()
-        server.wait(30)
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(10)

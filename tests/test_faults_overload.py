@@ -56,17 +56,19 @@ def test_503_says_when_to_come_back_and_the_client_listens(not_ready):
 
 def test_default_queue_bound_holds_a_whole_batch_below_the_thread_count():
     settings = Settings()
-    assert settings.queue_bound() == settings.max_batch_size
+    assert settings.queue_bound() == settings.server_threads - settings.max_batch_size - 1
+    assert settings.queue_bound() >= settings.max_batch_size  # a whole batch can queue
     assert settings.queue_bound() + settings.max_batch_size < settings.server_threads
-    assert Settings(server_threads=64).queue_bound() == 31  # what the threads allow
-    assert Settings(server_threads=200).queue_bound() == 32  # one batch behind the running one
+    assert Settings(max_batch_size=8).queue_bound() == settings.server_threads - 9
     assert Settings(server_threads=8).queue_bound() == 8  # fewer threads than a batch
     assert Settings(max_queue=5).queue_bound() == 5
 
 
 def test_a_whole_batch_of_clients_can_queue_behind_a_running_batch_at_the_defaults():
     """All max_batch_size clients may be queued at once: the answered ones come back
-    before the batching thread takes the others. None of them is refused; one more is."""
+    before the batching thread takes the others. None of them is refused (a bound of
+    max_batch_size - 1, the old default, refused one in bench.serving); past the bound
+    the next request is."""
     settings = Settings()
     release = threading.Event()
 
@@ -85,7 +87,9 @@ def test_a_whole_batch_of_clients_can_queue_behind_a_running_batch_at_the_defaul
         deadline = time.monotonic() + 10
         while batcher.depth() and time.monotonic() < deadline:  # taken: its batch runs
             time.sleep(0.01)
-        queued = [batcher.submit([b"q"], "key", run) for _ in range(settings.max_batch_size)]
+        assert batcher.depth() == 0, "the first request's batch did not start"
+        assert settings.queue_bound() >= settings.max_batch_size
+        queued = [batcher.submit([b"q"], "key", run) for _ in range(settings.queue_bound())]
         with pytest.raises(Overloaded):
             batcher.submit([b"one too many"], "key", run)
         release.set()

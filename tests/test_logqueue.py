@@ -97,9 +97,10 @@ def test_a_stuck_writer_neither_blocks_the_request_threads_nor_grows_the_queue(r
     ]
 
 
-def test_imgclf_serve_writes_every_access_line_through_the_queue(trained, tmp_path):
-    """The real process: each answered request leaves its line, and lines queued when
-    SIGTERM arrives are written before the process exits."""
+def test_imgclf_serve_writes_every_access_line_with_its_request_id(trained, tmp_path):
+    """The shipped path end to end (`imgclf serve`, which queues its log lines): every
+    answered request leaves its line, in order, and the process ends cleanly on
+    SIGTERM. What only the queue does is checked by the two tests above."""
     model_dir = tmp_path / "models"
     copy_version(trained.version_dir, model_dir, "shapes", 1)
     image = next((trained.version_dir / contract.GOLDEN_DIR).glob("*.img")).read_bytes()

@@ -8,11 +8,13 @@ later to the next batch. Here a request thread only puts the record on a queue.
 
 The queue is bounded: when the writer cannot keep up (stderr is a pipe nobody reads),
 lines are dropped and counted, and the count is logged once the writer catches up,
-rather than memory growing or request threads blocking.
+rather than memory growing or request threads blocking. A writer still stuck at
+shutdown is left behind, and the process exits without waiting for it.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import logging.handlers
@@ -30,6 +32,14 @@ class _DroppingQueueHandler(logging.handlers.QueueHandler):
         super().__init__(records)
         self.dropped = 0
         self._lock_dropped = threading.Lock()
+
+    def handle(self, record: logging.LogRecord):
+        """Without the handler lock that `Handler.handle` holds around `emit`: the queue
+        is thread-safe, and that lock would line the request threads up again."""
+        passed = self.filter(record)
+        if passed:
+            self.emit(record)
+        return passed
 
     def enqueue(self, record: logging.LogRecord) -> None:
         try:
@@ -51,16 +61,24 @@ class _Listener(logging.handlers.QueueListener):
         super().__init__(records, *handlers, respect_handler_level=True)
         self._front = front
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Write what is queued and end the writer, waiting at most `timeout` for a
-        stuck one (its thread is a daemon and does not hold up the exit)."""
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Write what is queued and end the writer; False when it is stuck past `timeout`.
+
+        A stuck writer holds its handler's lock inside `write()`, and `logging.shutdown`
+        (run at exit) would wait for that lock for ever; so then the process skips it.
+        """
         try:
             self.queue.put(self._sentinel, timeout=timeout)
         except queue.Full:
-            return
+            atexit.unregister(logging.shutdown)
+            return False
         if self._thread is not None:
             self._thread.join(timeout)
+            if self._thread.is_alive():
+                atexit.unregister(logging.shutdown)
+                return False
             self._thread = None
+        return True
 
     def handle(self, record: logging.LogRecord) -> None:
         super().handle(record)
@@ -89,14 +107,10 @@ def queued_logging(max_records: int = MAX_QUEUED_RECORDS) -> Iterator[_DroppingQ
     records: queue.Queue = queue.Queue(max_records)
     front = _DroppingQueueHandler(records)
     listener = _Listener(records, front, handlers)
-    for handler in handlers:
-        root.removeHandler(handler)
-    root.addHandler(front)
     listener.start()
+    root.handlers = [front]  # one assignment: no record finds both, or neither
     try:
         yield front
     finally:
-        root.removeHandler(front)
+        root.handlers = handlers  # lines from now on are written directly
         listener.stop()  # writes every record queued before it
-        for handler in handlers:
-            root.addHandler(handler)
