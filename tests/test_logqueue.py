@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -125,3 +127,33 @@ def test_imgclf_serve_writes_every_access_line_with_its_request_id(trained, tmp_
     assert [entry["request_id"] for entry in predictions] == ids
     assert {entry["status"] for entry in predictions} == {200}
     assert "signal 15: shutting down" in log.read_text()
+
+
+_STUCK_WRITER = """
+import logging, sys, time
+from imgclf.server.logqueue import queued_logging
+logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+with queued_logging(max_records=100):
+    for i in range(5000):  # ~400 KB: the stderr pipe (64 KB), never read, fills up
+        logging.getLogger("x").info("line %d %s", i, "x" * 60)
+        time.sleep(0.0002)
+print("left", flush=True)
+"""
+
+
+def test_a_process_whose_log_writer_is_stuck_still_exits():
+    """stderr is a pipe nobody reads: the writer blocks in write() holding its handler's
+    lock. Leaving the block gives up on it after its timeout, and the process exits
+    instead of waiting for that lock in logging's exit hook."""
+    with subprocess.Popen(
+        [sys.executable, "-c", _STUCK_WRITER],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,  # never read
+    ) as process:
+        try:
+            assert process.wait(60) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait(10)
+        assert process.stdout.read() == b"left\n"
