@@ -4,7 +4,7 @@ Every REST request and RPC writes one access-log line before its answer goes out
 plain handler each line takes the handler's lock and a write to stderr, so under load
 the answering threads queued on that one lock (py-spy, 32 REST clients: 16% of the
 request threads' samples waited in `Handler.acquire`) and answered clients came back
-later to the next batch. Here a request thread only puts the record on a queue.
+later to the next batch. Here a request thread only formats the record and queues it.
 
 The queue is bounded: when the writer cannot keep up (stderr is a pipe nobody reads),
 lines are dropped and counted, and the count is logged once the writer catches up,
@@ -70,15 +70,13 @@ class _Listener(logging.handlers.QueueListener):
         try:
             self.queue.put(self._sentinel, timeout=timeout)
         except queue.Full:
-            atexit.unregister(logging.shutdown)
-            return False
-        if self._thread is not None:
+            stuck = True
+        else:
             self._thread.join(timeout)
-            if self._thread.is_alive():
-                atexit.unregister(logging.shutdown)
-                return False
-            self._thread = None
-        return True
+            stuck = self._thread.is_alive()
+        if stuck:
+            atexit.unregister(logging.shutdown)
+        return not stuck
 
     def handle(self, record: logging.LogRecord) -> None:
         super().handle(record)
