@@ -7,6 +7,7 @@ import json
 import shutil
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -225,6 +226,58 @@ def test_batch_waits_for_the_clients_the_last_batch_answered_then_forgets_them()
     batcher.submit(image, key, predict).result(5)
     assert time.monotonic() - started < 1.0  # alone again: no 2 s window
     assert calls == [1, 4, 1, 1]
+    batcher.close()
+
+
+@pytest.mark.parametrize(
+    ("max_batch_size", "batches"),
+    [(8, [1, 5, 6]), (6, [1, 5, 2])],
+    ids=["clients-fit-one-batch", "clients-fill-batches"],
+)
+def test_requests_left_behind_wait_for_the_clients_their_batch_answered(max_batch_size, batches):
+    """A straggler that queued behind a batch does not run (nearly) alone while the clients
+    that batch answered are on their way back: at 16 REST clients that split the batches
+    that followed (12 + 4, 13 + 3...). The window restarts when the first of them is back.
+
+    A batch of five runs while a sixth request queues. When it answers, one client is
+    back after 0.6 s and four after 1.2 s: past the window (0.9 s) counted from the
+    opening, within the one restarted at the first return, so all six run together.
+    When the six clients do not fit in one batch (at most 6), batches alternate anyway:
+    the window is not restarted, and the straggler and the first client run at 0.9 s.
+    """
+    calls: list[int] = []
+    entered, gates = [threading.Event(), threading.Event()], [threading.Event(), threading.Event()]
+
+    def predict(images: np.ndarray) -> tuple[np.ndarray, dict]:
+        call = len(calls)
+        calls.append(len(images))
+        if call < len(gates):  # the first two batches hold the model until released
+            entered[call].set()
+            gates[call].wait(10)
+        return np.zeros((len(images), 2), np.float32), {}
+
+    batcher = Batcher("m", max_batch_size=max_batch_size, batch_timeout_s=0.9, max_queue=8)
+    key, image = object(), np.zeros((1, 1, 1, 1), np.float32)
+    first = batcher.submit(image, key, predict)
+    entered[0].wait(5)
+    queued = [batcher.submit(image, key, predict) for _ in range(4)]
+    gates[0].set()
+    first.result(5)
+    clients = [*queued, batcher.submit(image, key, predict)]  # the batch of five
+    entered[1].wait(5)
+    straggler = batcher.submit(image, key, predict)  # queues behind it: six outstanding
+
+    def come_back(answer: Future, delay: float) -> Future:
+        answer.result(5)
+        time.sleep(delay)  # the client's own time between its answer and its next request
+        return batcher.submit(image, key, predict)
+
+    with ThreadPoolExecutor(len(clients)) as pool:
+        gates[1].set()
+        returns = list(pool.map(come_back, clients, [0.6, 1.2, 1.2, 1.2, 1.2]))
+    for future in [straggler, *returns]:
+        future.result(5)
+    assert calls[:3] == batches and sum(calls) == 12  # then the last four, as they come
     batcher.close()
 
 
