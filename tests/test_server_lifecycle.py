@@ -234,16 +234,19 @@ def test_batch_waits_for_the_clients_the_last_batch_answered_then_forgets_them()
     [(8, [1, 5, 6]), (6, [1, 5, 2])],
     ids=["clients-fit-one-batch", "clients-fill-batches"],
 )
-def test_requests_left_behind_wait_for_the_clients_their_batch_answered(max_batch_size, batches):
-    """A straggler that queued behind a batch does not run (nearly) alone while the clients
-    that batch answered are on their way back: at 16 REST clients that split the batches
-    that followed (12 + 4, 13 + 3...). The window restarts when the first of them is back.
+def test_the_window_restarts_at_each_return_while_the_clients_fit_in_one_batch(
+    max_batch_size, batches
+):
+    """A client that comes back after the window does not wait a whole batch: while the
+    last batch's clients fit in one batch, the window restarts at each request that joins.
+    (At 16 REST clients, returns spread past a fixed window split the batches that
+    followed: 12 + 4, 13 + 3...)
 
     A batch of five runs while a sixth request queues. When it answers, one client is
     back after 0.6 s and four after 1.2 s: past the window (0.9 s) counted from the
     opening, within the one restarted at the first return, so all six run together.
     When the six clients do not fit in one batch (at most 6), batches alternate anyway:
-    the window is not restarted, and the straggler and the first client run at 0.9 s.
+    the window stays fixed, and the queued request and the first client run at 0.9 s.
     """
     calls: list[int] = []
     entered, gates = [threading.Event(), threading.Event()], [threading.Event(), threading.Event()]

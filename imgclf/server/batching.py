@@ -9,13 +9,13 @@ its own request while the rest of the batch answers.
 
 The batch closes as soon as no other admitted request is still on its way and it holds as
 many requests as were outstanding during the previous batch (a lone client waits for
-nothing), or at the latest `batch_timeout` after its first input. The second condition
+nothing), or when its window ends, `batch_timeout` after its first input. The second condition
 is for steady concurrent clients: when a batch answers, its clients send their next
 requests a few milliseconds later, and a batch that closed on what happened to be queued
 at that instant would run half full (16 of 32 clients at 32 clients) at a lower rate
-per image. Requests a batch left behind wait, within one more window, for the clients
-it answered (see `_collect`). A version's batches may be capped below `max_batch_size`
-at its most efficient size, measured when it loads (batchsize.py).
+per image. While those clients fit in one batch, the window restarts at each request
+that joins (three windows at most; see `_collect`). A version's batches may be capped
+below `max_batch_size` at its most efficient size, measured when it loads (batchsize.py).
 A full queue refuses at once (Overloaded -> 503 / RESOURCE_EXHAUSTED) rather than
 letting latency grow without bound.
 """
@@ -93,7 +93,6 @@ class Batcher:
         self._preparing = 0  # admitted requests still checking their inputs
         self._running = 0  # requests in the batch the model is running now
         self._peak = 0  # most requests outstanding at once since the last batch opened
-        self._left_behind = 0  # requests queued when the last batch answered
         self._admitted = threading.local()  # this thread's admission, until it submits
         self._thread = threading.Thread(target=self._loop, name=f"batcher-{name}", daemon=True)
         self._thread.start()
@@ -157,7 +156,6 @@ class Batcher:
         that comes straight back is not counted twice (answered and preparing)."""
         with self._changed:
             self._running = 0
-            self._left_behind = len(self._items)
 
     def close(self) -> None:
         """Run what is queued, then stop the batching thread."""
@@ -185,27 +183,26 @@ class Batcher:
         The batch closes when it is full, when the next item cannot join (another key,
         or too many inputs), when no admitted request is still preparing and the batch
         holds as many requests as were outstanding at the busiest moment of the last
-        batch (the clients it answered are expected back), or when `batch_timeout` has
-        passed since it opened. A drop in load costs one batch at most one timeout: the
-        peak is measured afresh for every batch.
+        batch (the clients it answered are expected back), or when its window ends. A
+        drop in load costs one batch its window at most: the peak is measured afresh for
+        every batch.
 
-        A few requests the last batch left behind (queued while it ran; a quarter of the
-        outstanding ones at most) open this batch the moment it answers, before any of
-        its clients can be back. While those clients fit in one batch, the window
-        restarts when the first of them is back: a window counted from the opening closed
-        early on REST's spread-out returns, the stragglers ran nearly alone, and the split
-        repeated (12 + 4, 13 + 3... at 16 clients). When they do not fit, batches
-        alternate anyway; restarting there made full batches of 32 that stragglers waited
-        two of, and p99 rose 10-15% at 32 clients (docs/BENCHMARKS.md). At most two
-        windows, and only when a client is back within the first.
+        While the clients of the last batch fit in one batch, the window restarts at each
+        request that joins, up to three windows after the opening: REST clients came back
+        spread over 4-10 ms (more on a busy host), a window counted from the opening
+        closed before the last of them, and the one left out waited a whole batch and
+        split the next ones (12 + 4, 13 + 3... at 16 clients). When they do not fit
+        (32 clients at batches of 32), batches alternate anyway and the window is fixed:
+        a growing one made full batches of 32 that a late client waited two of, and
+        p99 rose (docs/BENCHMARKS.md).
         """
         expected = self._peak
-        left_behind, self._left_behind = self._left_behind, 0
         first = self._items.popleft()
-        straggling = 0 < 4 * left_behind <= expected < first.limit
         self._peak = self._outstanding() + 1  # + the batch's first request, taken out
         batch, count = [first], len(first.inputs)
+        restart = expected < first.limit  # the last batch's clients fit in this one
         deadline = time.monotonic() + self.batch_timeout_s
+        latest = deadline + 2 * self.batch_timeout_s
         while count < first.limit:
             if self._items:
                 item = self._items[0]
@@ -213,8 +210,8 @@ class Batcher:
                     break  # it starts the next batch
                 batch.append(self._items.popleft())
                 count += len(item.inputs)
-                if straggling and len(batch) == left_behind + 1:  # the first one is back
-                    deadline = time.monotonic() + self.batch_timeout_s
+                if restart:
+                    deadline = min(time.monotonic() + self.batch_timeout_s, latest)
                 continue
             remaining = deadline - time.monotonic()
             if self._closed or remaining <= 0:
