@@ -184,8 +184,8 @@ class Batcher:
         or too many inputs), when no admitted request is still preparing and the batch
         holds as many requests as were outstanding at the busiest moment of the last
         batch (the clients it answered are expected back), or when its window ends. A
-        drop in load costs one batch its window at most: the peak is measured afresh for
-        every batch.
+        drop in load costs one batch its window (three at most, below): the peak is
+        measured afresh for every batch.
 
         While the clients of the last batch fit in one batch, the window restarts at each
         request that joins, up to three windows after the opening: REST clients came back
