@@ -230,12 +230,22 @@ def test_batch_waits_for_the_clients_the_last_batch_answered_then_forgets_them()
 
 
 @pytest.mark.parametrize(
-    ("max_batch_size", "batches"),
-    [(8, [1, 5, 6]), (6, [1, 5, 2])],
-    ids=["clients-fit-one-batch", "clients-fill-batches"],
+    ("max_batch_size", "per_request", "batches"),
+    [
+        (8, 1, [1, 5, 6]),
+        (6, 1, [1, 5, 2]),
+        (16, 2, [2, 10, 12]),
+        (12, 2, [2, 10, 4]),
+    ],
+    ids=[
+        "clients-fit-one-batch",
+        "clients-fill-batches",
+        "two-image-clients-fit-one-batch",
+        "two-image-clients-fill-batches",
+    ],
 )
 def test_the_window_restarts_at_each_return_while_the_clients_fit_in_one_batch(
-    max_batch_size, batches
+    max_batch_size, per_request, batches
 ):
     """A client that comes back after the window does not wait a whole batch: while the
     last batch's clients fit in one batch, the window restarts at each request that joins.
@@ -247,6 +257,7 @@ def test_the_window_restarts_at_each_return_while_the_clients_fit_in_one_batch(
     opening, within the one restarted at the first return, so all six run together.
     When the six clients do not fit in one batch (at most 6), batches alternate anyway:
     the window stays fixed, and the queued request and the first client run at 0.9 s.
+    Fitting is counted in images: six clients sending two images each fill a batch of 12.
     """
     calls: list[int] = []
     entered, gates = [threading.Event(), threading.Event()], [threading.Event(), threading.Event()]
@@ -260,7 +271,7 @@ def test_the_window_restarts_at_each_return_while_the_clients_fit_in_one_batch(
         return np.zeros((len(images), 2), np.float32), {}
 
     batcher = Batcher("m", max_batch_size=max_batch_size, batch_timeout_s=0.9, max_queue=8)
-    key, image = object(), np.zeros((1, 1, 1, 1), np.float32)
+    key, image = object(), np.zeros((per_request, 1, 1, 1), np.float32)
     first = batcher.submit(image, key, predict)
     entered[0].wait(5)
     queued = [batcher.submit(image, key, predict) for _ in range(4)]
@@ -280,7 +291,7 @@ def test_the_window_restarts_at_each_return_while_the_clients_fit_in_one_batch(
         returns = list(pool.map(come_back, clients, [0.6, 1.2, 1.2, 1.2, 1.2]))
     for future in [straggler, *returns]:
         future.result(5)
-    assert calls[:3] == batches and sum(calls) == 12  # then the last four, as they come
+    assert calls[:3] == batches and sum(calls) == 12 * per_request  # then the rest
     batcher.close()
 
 

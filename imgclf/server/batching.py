@@ -93,6 +93,7 @@ class Batcher:
         self._preparing = 0  # admitted requests still checking their inputs
         self._running = 0  # requests in the batch the model is running now
         self._peak = 0  # most requests outstanding at once since the last batch opened
+        self._inputs_per_request = 1.0  # in the last batch: clients may send several images
         self._admitted = threading.local()  # this thread's admission, until it submits
         self._thread = threading.Thread(target=self._loop, name=f"batcher-{name}", daemon=True)
         self._thread.start()
@@ -187,20 +188,21 @@ class Batcher:
         drop in load costs one batch its window (three at most, below): the peak is
         measured afresh for every batch.
 
-        While the clients of the last batch fit in one batch, the window restarts at each
-        request that joins, up to three windows after the opening: REST clients came back
-        spread over 4-10 ms (more on a busy host), a window counted from the opening
-        closed before the last of them, and the one left out waited a whole batch and
-        split the next ones (12 + 4, 13 + 3... at 16 clients). When they do not fit
-        (32 clients at batches of 32), batches alternate anyway and the window is fixed:
-        a growing one made full batches of 32 that a late client waited two of, and
-        p99 rose (docs/BENCHMARKS.md).
+        While the clients of the last batch fit in one batch (counted in inputs: the
+        outstanding requests times the last batch's inputs per request), the window
+        restarts at each request that joins, up to three windows after the opening: REST
+        clients came back spread over 4-10 ms (more on a busy host), a window counted
+        from the opening closed before the last of them, and the one left out waited a
+        whole batch and split the next ones (12 + 4, 13 + 3... at 16 clients). When they
+        do not fit (32 clients at batches of 32), batches alternate anyway and the window
+        is fixed: a growing one made full batches of 32 that a late client waited two of,
+        and p99 rose (docs/BENCHMARKS.md).
         """
         expected = self._peak
         first = self._items.popleft()
         self._peak = self._outstanding() + 1  # + the batch's first request, taken out
         batch, count = [first], len(first.inputs)
-        restart = expected < first.limit  # the last batch's clients fit in this one
+        restart = expected * self._inputs_per_request < first.limit  # they fit in this one
         deadline = time.monotonic() + self.batch_timeout_s
         latest = deadline + 2 * self.batch_timeout_s
         while count < first.limit:
@@ -219,6 +221,7 @@ class Batcher:
             if not self._preparing and len(batch) >= expected:
                 break  # nobody else is about to join: run now
             self._changed.wait(remaining)
+        self._inputs_per_request = count / len(batch)
         return batch
 
     def _report(self, size: int, gathered_s: float, started: float) -> None:
