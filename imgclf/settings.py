@@ -106,7 +106,8 @@ class Settings(BaseSettings):
         description="Longest a batch waits for requests still decoding, or for the clients "
         "of the last batch to come back (it closes at once when neither is expected: a lone "
         "client waits for nothing). While the last batch's clients fit in one batch, the "
-        "wait restarts at each request that joins, up to three times this.",
+        "wait restarts at each request that joins, up to three times this or a quarter of "
+        "the last batch's model time, whichever is longer.",
     )
     max_queue: int = Field(
         0,

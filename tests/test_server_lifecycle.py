@@ -233,15 +233,17 @@ def test_batch_waits_for_the_clients_the_last_batch_answered_then_forgets_them()
     ("max_batch_size", "per_request", "batches"),
     [
         (8, 1, [1, 5, 6]),
-        (6, 1, [1, 5, 2]),
-        (16, 2, [2, 10, 12]),
-        (12, 2, [2, 10, 4]),
+        (6, 1, [1, 5, 6]),
+        (5, 1, [1, 5, 2]),
+        (12, 2, [2, 10, 12]),
+        (10, 2, [2, 10, 4]),
     ],
     ids=[
         "clients-fit-one-batch",
-        "clients-fill-batches",
-        "two-image-clients-fit-one-batch",
-        "two-image-clients-fill-batches",
+        "clients-fill-exactly-one-batch",
+        "more-clients-than-a-batch",
+        "two-image-clients-fill-exactly-one-batch",
+        "two-image-clients-overflow-a-batch",
     ],
 )
 def test_the_window_restarts_at_each_return_while_the_clients_fit_in_one_batch(
@@ -254,10 +256,12 @@ def test_the_window_restarts_at_each_return_while_the_clients_fit_in_one_batch(
 
     A batch of five runs while a sixth request queues. When it answers, one client is
     back after 0.6 s and four after 1.2 s: past the window (0.9 s) counted from the
-    opening, within the one restarted at the first return, so all six run together.
-    When the six clients do not fit in one batch (at most 6), batches alternate anyway:
-    the window stays fixed, and the queued request and the first client run at 0.9 s.
-    Fitting is counted in images: six clients sending two images each fill a batch of 12.
+    opening, within the one restarted at the first return, so all six run together; also
+    when six is exactly what a batch holds (32 clients at batches of 32 ran in batches of
+    18-25 with a fixed window, 32 with the restart). When the six clients do not fit in
+    one batch (at most 5), batches alternate anyway: the window stays fixed, and the
+    queued request and the first client run at 0.9 s. Fitting is counted in images: six
+    clients sending two images each fit a batch of 12, not one of 10.
     """
     calls: list[int] = []
     entered, gates = [threading.Event(), threading.Event()], [threading.Event(), threading.Event()]
@@ -292,6 +296,54 @@ def test_the_window_restarts_at_each_return_while_the_clients_fit_in_one_batch(
     for future in [straggler, *returns]:
         future.result(5)
     assert calls[:3] == batches and sum(calls) == 12 * per_request  # then the rest
+    batcher.close()
+
+
+def test_the_longest_wait_grows_to_a_quarter_of_a_slow_batch():
+    """Returns that keep joining within the window are waited for up to three windows,
+    or a quarter of the last batch's model time when that is longer: 32 REST clients at
+    times took over three windows to come back, and the one left out waited a whole batch.
+
+    Seven clients' batch holds the model 5 s while an eighth request queues; they come back
+    0.1-1.0 s after their answers, 0.15 s apart: within the restarted window (0.3 s) each
+    time, past three windows (0.9 s), within a quarter of the batch (1.25 s).
+    """
+    calls: list[int] = []
+    entered, gate = threading.Event(), threading.Event()
+
+    def predict(images: np.ndarray) -> tuple[np.ndarray, dict]:
+        calls.append(len(images))
+        if len(calls) == 1:
+            entered.set()
+            gate.wait(10)
+        elif len(calls) == 2:
+            time.sleep(5.0)  # a slow batch
+        return np.zeros((len(images), 2), np.float32), {}
+
+    batcher = Batcher("m", max_batch_size=16, batch_timeout_s=0.3, max_queue=16)
+    key, image = object(), np.zeros((1, 1, 1, 1), np.float32)
+    first = batcher.submit(image, key, predict)
+    entered.wait(5)
+    queued = [batcher.submit(image, key, predict) for _ in range(6)]
+    gate.set()
+    first.result(5)
+    clients = [*queued, batcher.submit(image, key, predict)]  # the batch of seven
+    deadline = time.monotonic() + 5
+    while len(calls) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    straggler = batcher.submit(image, key, predict)  # queues behind it: eight outstanding
+
+    def come_back(answer: Future, delay: float) -> Future:
+        answer.result(10)
+        time.sleep(delay)
+        return batcher.submit(image, key, predict)
+
+    with ThreadPoolExecutor(len(clients)) as pool:
+        delays = [0.1 + 0.15 * i for i in range(len(clients))]
+        returns = list(pool.map(come_back, clients, delays))
+    for future in [straggler, *returns]:
+        future.result(5)
+    assert calls == [1, 7, 8]
     batcher.close()
 
 

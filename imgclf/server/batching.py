@@ -14,7 +14,7 @@ is for steady concurrent clients: when a batch answers, its clients send their n
 requests a few milliseconds later, and a batch that closed on what happened to be queued
 at that instant would run half full (16 of 32 clients at 32 clients) at a lower rate
 per image. While those clients fit in one batch, the window restarts at each request
-that joins (three windows at most; see `_collect`). A version's batches may be capped
+that joins (see `_collect` for how long at most). A version's batches may be capped
 below `max_batch_size` at its most efficient size, measured when it loads (batchsize.py).
 A full queue refuses at once (Overloaded -> 503 / RESOURCE_EXHAUSTED) rather than
 letting latency grow without bound.
@@ -94,6 +94,7 @@ class Batcher:
         self._running = 0  # requests in the batch the model is running now
         self._peak = 0  # most requests outstanding at once since the last batch opened
         self._inputs_per_request = 1.0  # in the last batch: clients may send several images
+        self._last_run_s = 0.0  # how long the last batch's model call took
         self._admitted = threading.local()  # this thread's admission, until it submits
         self._thread = threading.Thread(target=self._loop, name=f"batcher-{name}", daemon=True)
         self._thread.start()
@@ -185,26 +186,30 @@ class Batcher:
         or too many inputs), when no admitted request is still preparing and the batch
         holds as many requests as were outstanding at the busiest moment of the last
         batch (the clients it answered are expected back), or when its window ends. A
-        drop in load costs one batch its window (three at most, below): the peak is
-        measured afresh for every batch.
+        drop in load costs one batch its window (or its longest wait, below): the peak
+        is measured afresh for every batch.
 
         While the clients of the last batch fit in one batch (counted in inputs: the
         outstanding requests times the last batch's inputs per request), the window
-        restarts at each request that joins, up to three windows after the opening: REST
-        clients came back spread over 4-10 ms (more on a busy host), a window counted
-        from the opening closed before the last of them, and the one left out waited a
-        whole batch and split the next ones (12 + 4, 13 + 3... at 16 clients). When they
-        do not fit (32 clients at batches of 32), batches alternate anyway and the window
-        is fixed: a growing one made full batches of 32 that a late client waited two of,
-        and p99 rose (docs/BENCHMARKS.md).
+        restarts at each request that joins: REST clients came back spread over 4-10 ms
+        (more on a busy host), a window counted from the opening closed before the last
+        of them, and the one left out waited a whole batch and split the next ones
+        (12 + 4, 13 + 3... at 16 clients; at 32 clients and batches of 32, batches of
+        18-25 on average). The longest wait is three windows, or a quarter of the last
+        batch's model time when that is longer: 32 REST clients took over 30 ms to come
+        back at times, and waiting a quarter of a batch beats a client waiting a whole one.
+        When there are more clients than a batch holds, batches alternate anyway and the
+        window is fixed: a growing one made full batches that a late client waited two
+        of, and p99 rose (docs/BENCHMARKS.md).
         """
         expected = self._peak
         first = self._items.popleft()
         self._peak = self._outstanding() + 1  # + the batch's first request, taken out
         batch, count = [first], len(first.inputs)
-        restart = expected * self._inputs_per_request < first.limit  # they fit in this one
-        deadline = time.monotonic() + self.batch_timeout_s
-        latest = deadline + 2 * self.batch_timeout_s
+        restart = expected * self._inputs_per_request <= first.limit  # they fit in this one
+        opened = time.monotonic()
+        deadline = opened + self.batch_timeout_s
+        latest = opened + max(3 * self.batch_timeout_s, self._last_run_s / 4)
         while count < first.limit:
             if self._items:
                 item = self._items[0]
@@ -244,6 +249,7 @@ class Batcher:
             for item in batch:
                 item.future.set_exception(exc)
             return
+        self._last_run_s = time.monotonic() - started
         self._answered()
         self._report(size, gathered_s, started)
         start = 0
