@@ -309,7 +309,7 @@ def test_the_longest_wait_grows_to_a_quarter_of_a_slow_batch():
     time, past three windows (0.9 s), within a quarter of the batch (1.25 s).
     """
     calls: list[int] = []
-    entered, gate = threading.Event(), threading.Event()
+    entered, gate, slow = threading.Event(), threading.Event(), threading.Event()
 
     def predict(images: np.ndarray) -> tuple[np.ndarray, dict]:
         calls.append(len(images))
@@ -317,6 +317,7 @@ def test_the_longest_wait_grows_to_a_quarter_of_a_slow_batch():
             entered.set()
             gate.wait(10)
         elif len(calls) == 2:
+            slow.set()
             time.sleep(5.0)  # a slow batch
         return np.zeros((len(images), 2), np.float32), {}
 
@@ -328,9 +329,7 @@ def test_the_longest_wait_grows_to_a_quarter_of_a_slow_batch():
     gate.set()
     first.result(5)
     clients = [*queued, batcher.submit(image, key, predict)]  # the batch of seven
-    deadline = time.monotonic() + 5
-    while len(calls) < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    slow.wait(5)
     straggler = batcher.submit(image, key, predict)  # queues behind it: eight outstanding
 
     def come_back(answer: Future, delay: float) -> Future:

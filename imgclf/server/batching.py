@@ -229,9 +229,9 @@ class Batcher:
         self._inputs_per_request = count / len(batch)
         return batch
 
-    def _report(self, size: int, gathered_s: float, started: float) -> None:
+    def _report(self, size: int, gathered_s: float, run_s: float) -> None:
         if self._on_batch is not None:
-            self._on_batch(size, gathered_s, time.monotonic() - started)
+            self._on_batch(size, gathered_s, run_s)
 
     def _run(self, batch: list[_Item], gathered_s: float) -> None:
         """Run one batch; `on_batch` learns its size, how long it stayed open for
@@ -245,13 +245,13 @@ class Batcher:
         except Exception as exc:  # the model failed: every waiting request learns why
             log.exception("batch of %d failed on model %s", len(batch), self.name)
             self._answered()
-            self._report(size, gathered_s, started)
+            self._report(size, gathered_s, time.monotonic() - started)
             for item in batch:
                 item.future.set_exception(exc)
             return
-        self._last_run_s = time.monotonic() - started
+        self._last_run_s = time.monotonic() - started  # the next batch's longest wait
         self._answered()
-        self._report(size, gathered_s, started)
+        self._report(size, gathered_s, self._last_run_s)
         start = 0
         for item in batch:
             n = len(item.inputs)
