@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.common import free_port
 from imgclf.config import parse_config
 from imgclf.demo_data import make_shapes_dataset
 
@@ -60,14 +61,6 @@ def trained(tmp_path_factory: pytest.TempPathFactory, shapes_dir: Path, fast_con
     )
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory):
     """IMGCLF_TEST_REDIS_URL, or a throwaway redis-server on a free port."""
@@ -88,7 +81,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory):
             "apt-get install redis-server; macOS: brew install redis) or set "
             "IMGCLF_TEST_REDIS_URL=redis://HOST:PORT/DB"
         )
-    port = _free_port()
+    port = free_port()
     folder = tmp_path_factory.mktemp("redis")
     proc = subprocess.Popen(
         [

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from bench.common import free_port
 
 
 @dataclass
@@ -39,12 +40,6 @@ def _tool(name: str) -> str | None:
     return str(behind) if behind.is_file() else shutil.which(name)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_rabbitmq(folder: Path, timeout: float = 90) -> RabbitServer | None:
     """Start one on loopback; None when the binary is missing or it does not come up."""
     from tests.conftest import _amqp_reachable
@@ -52,7 +47,7 @@ def start_rabbitmq(folder: Path, timeout: float = 90) -> RabbitServer | None:
     binary = _tool("rabbitmq-server")
     if binary is None:
         return None
-    port, dist = _free_port(), _free_port()
+    port, dist = free_port(), free_port()
     node = f"imgclftest{port}@localhost"
     (folder / "rabbitmq.conf").write_text(
         f"listeners.tcp.local = 127.0.0.1:{port}\nloopback_users.guest = true\n"

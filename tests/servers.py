@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from bench.common import free_port
 from imgclf.server.app import ImgclfServer
 from imgclf.settings import Settings
 
@@ -42,17 +42,11 @@ def start_server(model_dir: Path, **overrides) -> ImgclfServer:
     return server
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def serve_process(model_dir: Path, log: Path, env: dict[str, str]) -> Iterator[str]:
     """`imgclf serve` as its own process (stdout and stderr into `log`), until ready;
     yields its REST base URL and ends it with SIGTERM, as an orchestrator would."""
-    rest, grpc_port = _free_port(), _free_port()
+    rest, grpc_port = free_port(), free_port()
     argv = [sys.executable, "-m", "imgclf.cli", "serve", "--model-dir", str(model_dir)]
     argv += ["--rest-port", str(rest), "--grpc-port", str(grpc_port)]
     environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **env}

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import ast
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
+from bench.common import free_port
 from imgclf.jobs.service import submit_job
 from imgclf.jobs.store import open_store
 from tests.conftest import FAST
@@ -41,12 +41,6 @@ def celery(env: dict[str, str], *args: str, app: str = "imgclf.worker") -> str:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_http(url: str, predicate, timeout: float = 120):
