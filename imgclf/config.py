@@ -116,7 +116,7 @@ class TrainConfig(BaseModel):
     precision: PrecisionName = Field(
         "auto",
         description="Training arithmetic. 'auto' = mixed_float16 on a GPU, mixed_bfloat16 on a "
-        "CPU with AMX or AVX512-BF16, else float32.",
+        "CPU with AMX or AVX512-BF16, else float32. The exported model computes in float32.",
     )
     jit_compile: Switch = Field(
         "auto", description="XLA-compile the train step. 'auto' = on with a GPU, off on CPUs."

@@ -206,6 +206,32 @@ def test_prediction_after_xla_training_runs_the_served_graph():
     assert not clf.model.jit_compile  # predict rebuilt its function without XLA
 
 
+def test_a_mixed_precision_model_is_served_in_float32_with_its_trained_weights():
+    """Trained in mixed_bfloat16 (precision auto on a CPU with bfloat16 units), the model
+    is rebuilt in float32 before evaluation and export: served as trained, it ran batch 1
+    at 0.49x float32 on AVX512-BF16 and would be emulated on CPUs without bf16 units."""
+    from imgclf.trainer.experiment import build, in_float32
+
+    config = parse_config({"weights": "none", "image_size": 32, "precision": "mixed_bfloat16"})
+    run_plan = hardware.plan(config, gpus=0, flags=frozenset())
+    mixed = build(config, 2, run_plan)
+    layers = [*mixed.base.layers, *mixed.head.layers]
+    assert {layer.compute_dtype for layer in layers} >= {"bfloat16"}
+    x = next(iter(_tensors()))[0]
+    answers = mixed.model.predict(x, verbose=0)
+
+    rebuilt = in_float32(mixed, config, 2, run_plan)
+    assert {layer.compute_dtype for layer in [*rebuilt.base.layers, *rebuilt.head.layers]} == {
+        "float32"
+    }
+    assert rebuilt.recipe == mixed.recipe
+    for trained, copied in zip(mixed.model.get_weights(), rebuilt.model.get_weights(), strict=True):
+        np.testing.assert_array_equal(trained, copied)  # a fresh build has other weights
+    served = rebuilt.model.predict(x, verbose=0)
+    assert served.dtype == np.float32
+    np.testing.assert_allclose(served, answers, atol=0.05)  # bfloat16 rounding, no more
+
+
 def test_hardware_plan_is_detected_not_assumed(tmp_path):
     config = parse_config({})
     amx = frozenset({"avx2", "amx_bf16", "amx_tile"})
