@@ -228,16 +228,20 @@ def prepare_data(
     return data
 
 
-def prepare_model(root: Path, image_size: int) -> tuple[Path, Path]:
+def prepare_model(root: Path, image_size: int, precision: str = "auto") -> tuple[Path, Path]:
     """(version dir, data dir): the benchmarks' model, trained once per work folder.
 
     It goes through the real `train_and_export`, so it is a published version with
-    golden inputs and warmup records, exactly what the server loads.
+    golden inputs and warmup records, exactly what the server loads. `precision` is the
+    training arithmetic: 'auto' trains in mixed_bfloat16 on a CPU with bfloat16 units,
+    and such a model computes in bfloat16 when served, so a benchmark that needs a
+    float32 model (bench.bf16's baseline) asks for one.
     """
     from imgclf import repository
 
     data = prepare_data(root, image_size)
-    model_dir = root / f"models-{image_size}px"
+    suffix = "" if precision == "auto" else f"-{precision}"
+    model_dir = root / f"models-{image_size}px{suffix}"
     if model_dir.is_dir() and repository.list_versions(model_dir, MODEL_NAME):
         return repository.version_path(model_dir, MODEL_NAME, 1), data
     from imgclf.config import parse_config
@@ -246,11 +250,11 @@ def prepare_model(root: Path, image_size: int) -> tuple[Path, Path]:
     shutil.rmtree(model_dir, ignore_errors=True)
     started = time.monotonic()
     result = train_and_export(
-        parse_config({**MODEL_CONFIG, "image_size": image_size}),
+        parse_config({**MODEL_CONFIG, "image_size": image_size, "precision": precision}),
         data=data,
         name=MODEL_NAME,
         model_dir=model_dir,
-        run_dir=root / f"run-{image_size}px",
+        run_dir=root / f"run-{image_size}px{suffix}",
     )
     print(
         f"trained the benchmark model in {time.monotonic() - started:.0f}s "
