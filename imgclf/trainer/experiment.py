@@ -135,12 +135,15 @@ def in_float32(
     Mixed precision speeds training up, but a model exported from it computes in that
     precision wherever it is served: on an AVX512-BF16 CPU the bfloat16-trained model ran
     batch 1 at 0.49x the float32 one, and CPUs without bfloat16 units emulate it. The
-    weights are float32 under mixed precision, so they copy over unchanged. Evaluation,
-    calibration, the parity check and the export then all run float32, on every machine
-    alike; a server can still opt into bfloat16 where it pays (IMGCLF_BFLOAT16).
+    weights are float32 under mixed precision, so they copy over unchanged (the rebuild
+    starts from random weights rather than loading ImageNet's again only to overwrite
+    them). Evaluation, calibration, the parity check and the export then all run float32,
+    on every machine alike; a server can still opt into bfloat16 where it pays
+    (IMGCLF_BFLOAT16).
     """
     float32_plan = dataclasses.replace(run_plan, precision="float32")
-    rebuilt = build(config, num_classes, float32_plan, keras_home)
+    same_layers = config.model_copy(update={"weights": "none", "recipe": classifier.recipe})
+    rebuilt = build(same_layers, num_classes, float32_plan, keras_home)
     rebuilt.model.set_weights(classifier.model.get_weights())
     return rebuilt
 
