@@ -131,6 +131,19 @@ def _training_precision(version_dir: Path) -> str:
     return card.get("recipe", {}).get("precision", "float32")
 
 
+def _timing(run: dict, batch: int) -> dict:
+    """One child run's timing at `batch`."""
+    return next(t for t in run["timings"] if t["batch"] == batch)
+
+
+def _speedups(baseline: list[dict], other: list[dict], batch: int) -> list[float]:
+    """Round by round, `other`'s images/s at `batch` over the baseline's of that round."""
+    return [
+        _timing(b, batch)["images_per_s"] / _timing(f, batch)["images_per_s"]
+        for f, b in zip(baseline, other, strict=True)
+    ]
+
+
 def kernels(verbose_output: str) -> dict[str, int]:
     """Convolution/matmul kernel implementations named in ONEDNN_VERBOSE lines."""
     found: Counter[str] = Counter()
@@ -193,34 +206,19 @@ def main(argv: list[str] | None = None) -> dict:
     for batch in BATCHES:
         row: dict = {"batch": batch}
         for precision in ("fp32", "bf16"):
-            per_round = [
-                next(t for t in r["timings"] if t["batch"] == batch) for r in runs[precision]
-            ]
+            per_round = [_timing(r, batch) for r in runs[precision]]
             row[f"{precision}_images_per_s"] = round(
                 statistics.median(t["images_per_s"] for t in per_round), 2
             )
             row[f"{precision}_p50_ms"] = round(statistics.median(t["p50_ms"] for t in per_round), 2)
-        per_round_ratio = [
-            next(t for t in b["timings"] if t["batch"] == batch)["images_per_s"]
-            / next(t for t in f["timings"] if t["batch"] == batch)["images_per_s"]
-            for f, b in zip(runs["fp32"], runs["bf16"], strict=True)
-        ]
+        per_round_ratio = _speedups(runs["fp32"], runs["bf16"], batch)
         row["speedup"] = round(statistics.median(per_round_ratio), 3)
         row["speedup_per_round"] = [round(x, 3) for x in per_round_ratio]
         if trained_bf16:
-            per_round_trained = [
-                next(t for t in b["timings"] if t["batch"] == batch)["images_per_s"]
-                / next(t for t in f["timings"] if t["batch"] == batch)["images_per_s"]
-                for f, b in zip(runs["fp32"], trained_bf16, strict=True)
-            ]
-            row["trained_bf16_images_per_s"] = round(
-                statistics.median(
-                    next(t for t in r["timings"] if t["batch"] == batch)["images_per_s"]
-                    for r in trained_bf16
-                ),
-                2,
-            )
-            row["trained_bf16_speedup"] = round(statistics.median(per_round_trained), 3)
+            rates = [_timing(r, batch)["images_per_s"] for r in trained_bf16]
+            row["trained_bf16_images_per_s"] = round(statistics.median(rates), 2)
+            speedups = _speedups(runs["fp32"], trained_bf16, batch)
+            row["trained_bf16_speedup"] = round(statistics.median(speedups), 3)
         rows.append(row)
     fp32 = np.array(runs["fp32"][0]["probabilities"], np.float32)
     bf16 = np.array(runs["bf16"][0]["probabilities"], np.float32)
