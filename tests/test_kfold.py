@@ -120,6 +120,7 @@ def test_interrupted_kfold_keeps_finished_folds(tmp_path, shapes_dir):
     fold1 = tmp_path / "kfold/fold_1/result.json"
     saved = fold1.read_text()
     assert not (tmp_path / "kfold/fold_2/result.json").exists()
+    assert not (tmp_path / "kfold/fold_1/checkpoints").exists()  # finished: nothing to resume
 
     again: list[int] = []
     done = run_kfold(
@@ -133,6 +134,7 @@ def test_interrupted_kfold_keeps_finished_folds(tmp_path, shapes_dir):
     assert fold1.read_text() == saved
     assert [f["fold"] for f in done.result["per_fold"]] == [1, 2]
     assert done.result["finished"] and done.curves.is_file()
+    assert not list((tmp_path / "kfold").glob("fold_*/checkpoints"))
     folds = json.loads((tmp_path / "kfold/folds.json").read_text())["folds"]
     for index, fold in enumerate(folds, start=1):  # out-of-fold predictions for the audit
         saved = json.loads((tmp_path / f"kfold/fold_{index}/predictions.json").read_text())

@@ -277,6 +277,8 @@ def test_a_refused_run_keeps_its_report_in_the_run_folder(
 
     dataset, preprocess = load_for_config(fast_config, shapes_dir)
     model_dir, run_dir = tmp_path / "models", tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints/best.weights.h5").write_bytes(b"weights")
     staging = repository.new_staging_dir(model_dir, "shapes")
     shutil.copytree(trained.version_dir, staging, dirs_exist_ok=True)
     (staging / contract.MODEL_CARD_FILE).unlink()
@@ -303,6 +305,7 @@ def test_a_refused_run_keeps_its_report_in_the_run_folder(
     assert kept["diagnosis"]["findings"][-1]["code"] == "refused"
     assert "The promotion gate refused this model" in (report_dir / "report.html").read_text()
     assert repository.list_versions(model_dir, "shapes") == []
+    assert not (run_dir / "checkpoints").exists()  # refused is an outcome: nothing to resume
 
 
 def test_published_card_names_the_recipe_and_the_real_size(trained):

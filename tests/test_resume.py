@@ -55,10 +55,12 @@ def test_cancel_then_resume_from_the_last_epoch(tmp_path, shapes_dir):
     assert repository.list_versions(paths["models"], "m") == []
     assert not list(paths["models"].glob("m/.staging-*"))
     assert (state["phase"], state["epoch"]) == (1, 2)
+    assert (paths["run_dir"] / "checkpoints/head-last.weights.h5").is_file()  # phase 1
 
     result, events = _train_recording(config, **paths)
     assert result.version == 1
     assert min(events) == (1, 3)  # epochs 1 and 2 were not run again
+    assert not (paths["run_dir"] / "checkpoints").exists()  # published: nothing to resume
     history = result.card["history"]
     assert [(h["phase"], h["epoch"]) for h in history] == [(1, 1), (1, 2), (1, 3), (2, 1)]
     assert history[:2] == state["history"]

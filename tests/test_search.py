@@ -313,6 +313,7 @@ def test_interrupted_search_resumes_without_rerunning_finished_trials(tmp_path, 
     trial0 = tmp_path / "tuner/search/trial_0/result.json"
     saved = trial0.read_text()
     assert not (tmp_path / "tuner/search/trial_1/result.json").exists()
+    assert not (tmp_path / "tuner/search/trial_0/run/checkpoints").exists()
 
     second_trials: list[str] = []
     found = run_search(
@@ -326,6 +327,7 @@ def test_interrupted_search_resumes_without_rerunning_finished_trials(tmp_path, 
     rows = found.result["trials"]
     assert sorted(r["trial_id"] for r in rows) == ["0", "1", "2"]
     assert all(r["status"] == "completed" and 0 <= r["val_accuracy"] <= 1 for r in rows)
+    assert not list((tmp_path / "tuner/search").glob("trial_*/run/checkpoints"))
     assert [r["val_loss"] for r in rows] == sorted(r["val_loss"] for r in rows)
     assert (
         found.result["best_config"]["learning_rate"] == rows[0]["hyperparameters"]["learning_rate"]

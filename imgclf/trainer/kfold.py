@@ -14,7 +14,8 @@ gives the fold's metrics. Mean and standard deviation across folds are the answe
 Layout of RUN_DIR/kfold/:
     identity.json            the config, K and data the folds belong to
     folds.json               which images each fold holds
-    fold_<i>/checkpoints/    per-epoch checkpoints (an interrupted fold resumes mid-way)
+    fold_<i>/checkpoints/    per-epoch checkpoints (an interrupted fold resumes mid-way;
+                             removed once the fold's result is written)
     fold_<i>/result.json     the finished fold (a resumed job skips it)
     fold_<i>/predictions.json  out-of-fold probabilities of each held-out image
     kfold.json               per-fold metrics and curves, mean and std (also in the job)
@@ -42,7 +43,7 @@ from imgclf.trainer import experiment
 from imgclf.trainer.data import Sample, require_per_class, stratified_split
 from imgclf.trainer.metrics import classification_metrics
 from imgclf.trainer.pipeline import label_indices, load_for_config
-from imgclf.trainer.training import Hooks
+from imgclf.trainer.training import Hooks, discard_checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -204,6 +205,7 @@ def run_kfold(
     report(False)
     for index, held_out in enumerate(assignment, start=1):
         fold_dir = root / f"fold_{index}"
+        checkpoints = fold_dir / "checkpoints"
         previous = experiment.read_json(fold_dir / FOLD_RESULT)
         if previous is not None:
             log.info("fold %d/%d finished before; kept", index, folds)
@@ -224,7 +226,7 @@ def run_kfold(
             train=inner["train"],
             val=inner["val"],
             preprocess=preprocess,
-            checkpoint_dir=fold_dir / "checkpoints",
+            checkpoint_dir=checkpoints,
             hooks=Hooks(on_progress=progress, should_stop=hooks.should_stop),
             keras_home=keras_home,
             verbose=verbose,
@@ -261,6 +263,7 @@ def run_kfold(
             "history": state.history,
         }
         experiment.write_json(fold_dir / FOLD_RESULT, result)
+        discard_checkpoints(checkpoints)
         results.append(result)
         report(False)
     plot_fold_curves([r["history"] for r in results], root / CURVES_FILE)

@@ -44,11 +44,12 @@ from imgclf.trainer.preprocessing import PreprocessFn
 from imgclf.trainer.promotion import PromotionGate
 from imgclf.trainer.report import write_report
 from imgclf.trainer.thresholds import threshold_summary
-from imgclf.trainer.training import Cancelled, Hooks, RunState
+from imgclf.trainer.training import Cancelled, Hooks, RunState, discard_checkpoints
 
 log = logging.getLogger(__name__)
 
 RUN_FILE = "run.json"
+CHECKPOINTS_DIR = "checkpoints"
 SPLITS_FILE = "splits.json"
 
 
@@ -136,7 +137,7 @@ def _prepare_run_dir(run_dir: Path, config: TrainConfig, dataset: Dataset) -> No
         previous = json.loads(path.read_text(encoding="utf-8"))
         if previous != identity:
             log.warning("run folder %s holds a different config or data; starting over", run_dir)
-            shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+            shutil.rmtree(run_dir / CHECKPOINTS_DIR, ignore_errors=True)
     path.write_text(json.dumps(identity, indent=1), encoding="utf-8")
     dataset.write_splits(run_dir / SPLITS_FILE)
 
@@ -174,7 +175,7 @@ def fit(
         train=dataset.splits["train"],
         val=dataset.splits["val"],
         preprocess=loaded.preprocess,
-        checkpoint_dir=run_dir / "checkpoints",
+        checkpoint_dir=run_dir / CHECKPOINTS_DIR,
         hooks=hooks,
         keras_home=keras_home,
         verbose=verbose,
@@ -439,6 +440,8 @@ def publish(
 
     On refusal the diagnosis gains a finding that explains it, the report stays in
     `run_dir/report/`, and Rejected says where (its comparison carries `run_report`).
+    Either way the run has its outcome, so its checkpoints go; an error or a
+    cancellation before this point keeps them for the resume.
     """
     card["artifact_bytes"] = export.directory_bytes(staging)
 
@@ -459,6 +462,7 @@ def publish(
                 )
                 report = write_run_report(run_dir, card)
                 exc.comparison["run_report"] = str(report)
+                discard_checkpoints(run_dir / CHECKPOINTS_DIR)
                 raise Rejected(
                     f"{exc}. Nothing was published; the report, curves, diagnosis and model "
                     f"card are in {report.parent}",
@@ -467,6 +471,7 @@ def publish(
         version = repository.publish(staging, model_dir, name, before_rename=finalize)
         if gate is not None:
             gate.after_publish(version)
+    discard_checkpoints(run_dir / CHECKPOINTS_DIR)
     return version
 
 

@@ -16,7 +16,7 @@ Layout of RUN_DIR/tuner/:
     search/oracle.json, tuner0.json   Keras Tuner's own state
     search/trial_<id>/trial.json      Keras Tuner's trial record
     search/trial_<id>/result.json     our scores, history and config of the finished trial
-    search/trial_<id>/run/            that trial's checkpoints
+    search/trial_<id>/run/            that trial's checkpoints (removed once it has a result)
 
 Hyperband promotes good trials to longer budgets. A finished two-phase run cannot be
 extended (phase 2 has already started), so a promoted trial trains again from the
@@ -44,7 +44,7 @@ from imgclf.errors import Cancelled, ConfigError, ImgclfError
 from imgclf.jobs.spec import FloatRange, JobSpec, SearchSpace
 from imgclf.trainer import experiment
 from imgclf.trainer.pipeline import load_for_config
-from imgclf.trainer.training import Hooks
+from imgclf.trainer.training import Hooks, discard_checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -401,6 +401,7 @@ def run_search(
                 hooks.on_progress({**event, "trial": trial_id, **extra})
 
         run = trial_dir / "run"
+        checkpoints = run / "checkpoints"
         experiment.reset_if_changed(
             run, {"config": config.model_dump(), "fingerprint": dataset.fingerprint}
         )
@@ -410,7 +411,7 @@ def run_search(
             train=dataset.splits["train"],
             val=dataset.splits["val"],
             preprocess=preprocess,
-            checkpoint_dir=run / "checkpoints",
+            checkpoint_dir=checkpoints,
             hooks=Hooks(on_progress=progress, should_stop=hooks.should_stop),
             keras_home=keras_home,
             verbose=verbose,
@@ -428,6 +429,7 @@ def run_search(
                 "history": state.history,
             },
         )
+        discard_checkpoints(checkpoints)
         return {"val_loss": metrics["loss"], "val_accuracy": metrics["accuracy"]}
 
     return search_loop(

@@ -15,7 +15,8 @@ are estimated again over the training set for those final weights.
 Everything needed to resume is written after every epoch to `checkpoints/`:
 weights of the last and the best epoch and a JSON state (phase, epoch, history,
 early-stopping counters). Optimizer moments restart on resume; the learning-rate
-schedule continues from the saved step.
+schedule continues from the saved step. Once a run's outcome is recorded (a published or
+refused version, a fold's or a trial's result) the folder is removed: `discard_checkpoints`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -135,6 +137,17 @@ class Checkpoints:
                 )
             for i, weight in enumerate(model.weights):
                 weight.assign(handle[str(i)][()])
+
+
+def discard_checkpoints(directory: Path) -> None:
+    """Remove a finished run's checkpoints.
+
+    They only serve to resume an interrupted run, and each holds the whole network
+    (about 270 MB for ResNet-50 at any image size): a worker that kept them would fill
+    its disk by one job, fold or search trial at a time. Keras' BackupAndRestore deletes
+    its backup at the end of training for the same reason.
+    """
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 class _EpochCallback(keras.callbacks.Callback):
