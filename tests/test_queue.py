@@ -155,11 +155,14 @@ def test_cancel_running_job_publishes_nothing(q):
     job = q.submit(**LONGER)
     child = q.workers[0].training_pid(job["id"])
     wait_for(q.store, job["id"], lambda r: (r.get("progress") or {}).get("stage") == "train")
+    run_dir = q.settings.runs_dir() / "jobs" / job["id"]
     with frozen(child):  # still training when the cancel lands
+        assert (run_dir / "checkpoints").is_dir()
         requested = cancel_job(q.store, job["id"])
     assert requested["cancel_requested"] is True
     done = wait_final(q.store, job["id"], timeout=60)
     assert done["status"] == "cancelled"
+    assert not list(run_dir.rglob("checkpoints"))  # a finished job is never resumed
     assert repository.list_versions(q.models, "shapes") == []
     assert not list(q.models.glob("shapes/.staging-*"))
 

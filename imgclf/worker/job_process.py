@@ -11,6 +11,7 @@ the record as they go.
 from __future__ import annotations
 
 import logging
+import shutil
 import signal
 import sys
 import time
@@ -53,6 +54,14 @@ class _Watch:
             self._last_poll = now
             self._cancel = bool(self.store.get(self.job_id).get("cancel_requested"))
         return self._cancel or self.terminated
+
+
+def _discard_checkpoints(run_dir: Path) -> None:
+    """A finished job is never resumed (another job gets another run folder), so the
+    checkpoints a cancelled or failed run left, and any a finished one kept, only take
+    disk: each holds the whole network (~270 MB), once per search trial and fold."""
+    for folder in list(run_dir.rglob("checkpoints")):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @dataclass
@@ -205,10 +214,12 @@ def main(job_id: str) -> int:
 
     def done(status: str, **fields: object) -> int:
         from imgclf.jobs.store import now_iso
+        from imgclf.worker.runner import job_run_dir
 
         store.transition(
             job_id, ["running"], status, **{**finish, **fields, "finished_at": now_iso()}
         )
+        _discard_checkpoints(job_run_dir(settings, job_id))
         log.info("job %s %s", job_id, status)
         return 0
 
