@@ -100,7 +100,8 @@ def test_report_files_stay_inside_the_report_folder(repo, tmp_path):
     assert web.get(base + "confusion_matrix.png").mimetype == "image/png"
     secret = tmp_path / "secret.txt"
     secret.write_text("not for the web")
-    (repo / "shapes/1/report/link.txt").symlink_to(secret)
+    link = repo / "shapes/1/report/link.txt"  # the module's repo: removed again below
+    link.symlink_to(secret)
     escapes = (
         "../model_card.json",
         "..%2fmodel_card.json",
@@ -111,8 +112,11 @@ def test_report_files_stay_inside_the_report_folder(repo, tmp_path):
         "",
         "golden",
     )
-    for escape in escapes:
-        assert web.get(base + escape, follow_redirects=True).status_code == 404, escape
+    try:
+        for escape in escapes:
+            assert web.get(base + escape, follow_redirects=True).status_code == 404, escape
+    finally:
+        link.unlink()
     assert web.get("/v1/models/shapes/versions/9/report/report.html").status_code == 404
     assert web.get("/v1/models/shapes/versions/x1/report/report.html").status_code == 400
 
