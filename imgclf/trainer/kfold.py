@@ -43,7 +43,7 @@ from imgclf.trainer import experiment
 from imgclf.trainer.data import Sample, require_per_class, stratified_split
 from imgclf.trainer.metrics import classification_metrics
 from imgclf.trainer.pipeline import label_indices, load_for_config
-from imgclf.trainer.training import Hooks, discard_checkpoints
+from imgclf.trainer.training import CHECKPOINTS_DIR, Hooks, discard_checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +205,7 @@ def run_kfold(
     report(False)
     for index, held_out in enumerate(assignment, start=1):
         fold_dir = root / f"fold_{index}"
-        checkpoints = fold_dir / "checkpoints"
+        checkpoints = fold_dir / CHECKPOINTS_DIR
         previous = experiment.read_json(fold_dir / FOLD_RESULT)
         if previous is not None:
             log.info("fold %d/%d finished before; kept", index, folds)

@@ -44,12 +44,17 @@ from imgclf.trainer.preprocessing import PreprocessFn
 from imgclf.trainer.promotion import PromotionGate
 from imgclf.trainer.report import write_report
 from imgclf.trainer.thresholds import threshold_summary
-from imgclf.trainer.training import Cancelled, Hooks, RunState, discard_checkpoints
+from imgclf.trainer.training import (
+    CHECKPOINTS_DIR,
+    Cancelled,
+    Hooks,
+    RunState,
+    discard_checkpoints,
+)
 
 log = logging.getLogger(__name__)
 
 RUN_FILE = "run.json"
-CHECKPOINTS_DIR = "checkpoints"
 SPLITS_FILE = "splits.json"
 
 

@@ -44,7 +44,7 @@ from imgclf.errors import Cancelled, ConfigError, ImgclfError
 from imgclf.jobs.spec import FloatRange, JobSpec, SearchSpace
 from imgclf.trainer import experiment
 from imgclf.trainer.pipeline import load_for_config
-from imgclf.trainer.training import Hooks, discard_checkpoints
+from imgclf.trainer.training import CHECKPOINTS_DIR, Hooks, discard_checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -401,7 +401,7 @@ def run_search(
                 hooks.on_progress({**event, "trial": trial_id, **extra})
 
         run = trial_dir / "run"
-        checkpoints = run / "checkpoints"
+        checkpoints = run / CHECKPOINTS_DIR
         experiment.reset_if_changed(
             run, {"config": config.model_dump(), "fingerprint": dataset.fingerprint}
         )

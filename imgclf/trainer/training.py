@@ -99,6 +99,9 @@ class RunState:
         os.replace(tmp, path)
 
 
+CHECKPOINTS_DIR = "checkpoints"  # a run's checkpoint folder (the worker's cleanup finds it by name)
+
+
 class Checkpoints:
     """Files that let an interrupted run resume from its last finished epoch.
 

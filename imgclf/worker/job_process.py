@@ -59,7 +59,9 @@ class _Watch:
 def _discard_checkpoints(run_dir: Path) -> None:
     """A finished job is never resumed (another job gets another run folder), so the
     checkpoints a cancelled or failed run left, and any a finished one kept, only take
-    disk: each holds the whole network (~270 MB), once per search trial and fold."""
+    disk: each holds the whole network (~270 MB), once per search trial and fold. The
+    name is trainer.training.CHECKPOINTS_DIR, spelled out so that TensorFlow, which that
+    module loads, stays out of a job that failed before training."""
     for folder in list(run_dir.rglob("checkpoints")):
         shutil.rmtree(folder, ignore_errors=True)
 
